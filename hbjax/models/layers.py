@@ -1,0 +1,88 @@
+"""Layer specifications: the single description of a network that the Flax module, the weight
+porters and the LRP interpreter all walk.
+
+A network is a tuple of :class:`LayerSpec`. Keeping the architecture as data (zennit's "a rule is
+data" idea applied to layers) lets LRP assign a rule per layer name or kind without a second model
+definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+KINDS = ("conv", "batchnorm", "relu", "maxpool", "adaptive_avgpool", "flatten", "dense", "dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One layer: ``kind`` is one of :data:`KINDS`; ``name`` keys its parameters."""
+
+    kind: str
+    name: str
+    features: int = 0
+    output_size: tuple[int, int] = (0, 0)
+    rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown layer kind {self.kind!r}; expected one of {KINDS}")
+
+    @property
+    def has_params(self) -> bool:
+        return self.kind in ("conv", "dense", "batchnorm")
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind, "name": self.name}
+        if self.features:
+            d["features"] = self.features
+        if self.output_size != (0, 0):
+            d["output_size"] = list(self.output_size)
+        if self.rate:
+            d["rate"] = self.rate
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerSpec":
+        return cls(
+            kind=d["kind"],
+            name=d["name"],
+            features=int(d.get("features", 0)),
+            output_size=tuple(d.get("output_size", (0, 0))),  # type: ignore[arg-type]
+            rate=float(d.get("rate", 0.0)),
+        )
+
+
+def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Averaging matrix P (out, in) of torch's adaptive average pooling along one axis.
+
+    Bin i covers [floor(i n / o), ceil((i + 1) n / o)), exactly as ``torch.nn.AdaptiveAvgPool2d``.
+    """
+    p = np.zeros((out_size, in_size), dtype=np.float64)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)
+        p[i, start:end] = 1.0 / (end - start)
+    return p
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: Sequence[int]) -> jnp.ndarray:
+    """torch's ``AdaptiveAvgPool2d`` on NHWC input, as two small matrix products (linear in x)."""
+    _, h, w, _ = x.shape
+    oh, ow = output_size
+    if (h, w) == (oh, ow):
+        return x
+    ph = jnp.asarray(adaptive_pool_matrix(h, oh), dtype=x.dtype)
+    pw = jnp.asarray(adaptive_pool_matrix(w, ow), dtype=x.dtype)
+    return jnp.einsum("ih,bhwc,jw->bijc", ph, x, pw)
+
+
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max-pool with stride 2 (floor mode, as torch), NHWC."""
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    x = x[:, : 2 * h2, : 2 * w2, :]
+    return x.reshape(b, h2, 2, w2, 2, c).max(axis=(2, 4))
