@@ -1,0 +1,165 @@
+"""``hbjax-evaluate``: the paper's evaluation (section 5) as a Hydra application.
+
+    hbjax-evaluate data=folder data.root=../shared/data/cifar10 data.split=test
+    hbjax-evaluate -m defense.sigma=0.5,0.8,1.0,1.2,1.5 metrics.coverage=0.9,0.99 attack=pgd_linf
+
+Writes into the run directory: ``parts/`` (one CSV per finished batch; a run started again with the
+same directory resumes after the last one), ``examples.csv`` (one row per image), ``results.json``
+(the summary), ``panels.npz`` (a few examples for the Figure 3 panels) and Hydra's ``.hydra/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import hydra
+import jax
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from hbjax.experiment import store
+from hbjax.experiment.compose import (
+    ConfigError,
+    build_components,
+    check_model_fits_data,
+    load_model,
+    open_data,
+)
+from hbjax.experiment.protocol import evaluate_batch
+from hbjax.experiment.sharding import batch_sharding, shard_batch
+from hbjax.experiment.summary import summarize
+
+
+def config_dir() -> str:
+    """The ``conf/`` folder: beside the package in a source checkout, else the installed copy."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    source_tree = os.path.join(os.path.dirname(here), "conf")
+    if os.path.isfile(os.path.join(source_tree, "evaluate.yaml")):
+        return source_tree
+    return os.path.join(here, "conf")
+
+
+def _experiment_identity(cfg: DictConfig) -> dict:
+    """The config keys that determine the results (a resumed run must match them)."""
+    keys = ("model", "data", "attack", "defense", "lrp", "metrics", "seed", "num_examples", "batch_size")
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
+
+
+def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
+    """Runs (or resumes) the experiment of ``cfg`` in ``run_dir``; returns the summary."""
+    t_start = time.time()
+    identity = _experiment_identity(cfg)
+    id_path = os.path.join(run_dir, "experiment.json")
+    if os.path.exists(id_path):
+        with open(id_path) as f:
+            previous = json.load(f)
+        if previous != json.loads(json.dumps(identity)):
+            raise ConfigError(
+                f"{run_dir} holds a run of a different experiment; use a new output directory "
+                "(hydra.run.dir=...) or the same settings to resume"
+            )
+    # everything that can fail on bad input fails here, before any work
+    model = load_model(cfg.model)
+    num_examples = cfg.num_examples
+    data = open_data(cfg.data, num_examples=num_examples, batch_size=cfg.batch_size, seed=cfg.seed)
+    check_model_fits_data(model, data)
+    components = build_components(OmegaConf.to_container(cfg, resolve=True), model)
+    store.atomic_write_json(id_path, identity)
+
+    sharding = batch_sharding()
+    done = store.finished_batches(run_dir)
+    key = jax.random.key(cfg.seed)
+    todo = [b for b in range(data.num_batches) if b not in done]
+    bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
+    running: dict[str, list] = {}
+    for b in todo:
+        x, labels, ids = data.batch(b)
+        if len(x) == 0:
+            store.atomic_write_text(store.part_path(run_dir, b), "")
+            bar.update(1)
+            continue
+        (xs, ys), n = shard_batch(sharding, x, labels)
+        cols = evaluate_batch(components, xs, ys, jax.random.fold_in(key, b))
+        cols = {k: v[:n] for k, v in cols.items()}
+        rows = {"id": ids, "batch": [b] * n, **cols}
+        store.atomic_write_text(store.part_path(run_dir, b), store.rows_to_csv(rows))
+        for k in ("benign_correct", "attack_success", "top1_adv", "top1_cleaned", "top1_control"):
+            running.setdefault(k, []).extend(cols[k].tolist())
+        bar.update(1)
+        bar.set_postfix(_running_summary(running))
+    bar.close()
+
+    rows = store.merge_parts(run_dir, [b for b in range(data.num_batches) if _nonempty(run_dir, b)])
+    if not rows:
+        raise ConfigError("no image could be read from the data source")
+    store.atomic_write_text(os.path.join(run_dir, "examples.csv"), store.rows_to_csv(rows))
+    summary = summarize(rows, components.ks)
+    summary["config"] = identity
+    summary["class_names"] = data.class_names
+    summary["wall_seconds_this_run"] = time.time() - t_start
+    summary["devices"] = [str(d) for d in jax.local_devices()]
+    store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
+    if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
+        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels))
+    return summary
+
+
+def _nonempty(run_dir: str, b: int) -> bool:
+    return os.path.getsize(store.part_path(run_dir, b)) > 0
+
+
+def _running_summary(running: dict[str, list]) -> dict[str, str]:
+    correct = np.asarray(running["benign_correct"], bool)
+    kept = correct & np.asarray(running["attack_success"], bool)
+    out = {"benign": f"{correct.mean():.3f}"}
+    if kept.any():
+        out["adv"] = f"{np.asarray(running['top1_adv'])[kept].mean():.3f}"
+        out["cleaned"] = f"{np.asarray(running['top1_cleaned'])[kept].mean():.3f}"
+    if correct.any():
+        out["control"] = f"{np.asarray(running['top1_control'])[correct].mean():.3f}"
+    return out
+
+
+def save_panels(cfg: DictConfig, model, data, components, run_dir: str, count: int) -> None:
+    """Benign, adversarial, blurred, mask and cleaned images of the first ``count`` examples of
+    batch 0 (recomputed with batch 0's key), for the Figure 3 panels of ``hbjax-report``."""
+    from hbjax.experiment.panels import panel_arrays
+
+    x, labels, _ = data.batch(0)
+    x, labels = x[:count], labels[:count]
+    arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    arrays["class_names"] = np.asarray(data.class_names)
+    path = os.path.join(run_dir, "panels.npz")
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+@hydra.main(config_path=config_dir(), config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> Any:
+    run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    try:
+        summary = run_experiment(cfg, run_dir)
+    except ConfigError as e:
+        print(f"hbjax-evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError) as e:
+        from hbjax.data import DataError
+        from hbjax.models import CheckpointError, PortingError
+
+        if isinstance(e, (DataError, CheckpointError, PortingError, FileNotFoundError)):
+            print(f"hbjax-evaluate: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    brief = {v: {k: summary[v][k] for k in ("n", "top1", "top5", "target_rate", "ndcg@1")} for v in ("adv", "cleaned", "control")}
+    print(json.dumps({"run_dir": run_dir, "benign_accuracy": summary["benign_accuracy"], "attack_success_rate": summary["attack_success_rate"], **brief}))
+    return summary["cleaned"]["top1"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Builds an experiment's parts from its Hydra config, checking everything before any work starts:
+the model, the data source, the attack, the defense, the LRP composite and the NDCG settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hbjax.experiment.protocol import TARGET_MODES, Components
+
+
+class ConfigError(ValueError):
+    """An experiment config names something that does not exist or does not fit together."""
+
+
+def _get(cfg: Mapping, key: str, where: str) -> Any:
+    if key not in cfg or cfg[key] is None or cfg[key] == "???":
+        raise ConfigError(f"{where}.{key} must be set")
+    return cfg[key]
+
+
+# ----------------------------------------------------------------------------------------- model
+def load_model(cfg: Mapping):
+    """The model named by the ``model`` config group (shipped, checkpoint, torchvision, keras)."""
+    import hbjax
+
+    source = cfg.get("source", "shipped")
+    name = _get(cfg, "name", "model")
+    if source in ("shipped", "checkpoint"):
+        return hbjax.models.load(name)
+    if source in ("torchvision", "keras"):
+        arch = _get(cfg, "arch", "model")
+        if not os.path.exists(name):
+            raise ConfigError(f"model.name: weight file {name!r} does not exist")
+        if source == "keras":
+            return hbjax.models.from_keras(arch, name)
+        from hbjax.cli.port import read_state_dict
+
+        return hbjax.models.fold_batchnorm(hbjax.models.from_torchvision(arch, read_state_dict(name)))
+    raise ConfigError(f"model.source {source!r} is not one of shipped, checkpoint, torchvision, keras")
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class DataSource:
+    """Batches of (images float32 [0, 1] NHWC, labels int32, ids) in a fixed order."""
+
+    class_names: list[str]
+    num_batches: int
+    batch: Callable[[int], tuple[np.ndarray, np.ndarray, list[str]]]
+    description: str
+
+
+def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: int) -> DataSource:
+    """Opens the data source of the ``data`` config group; fails early when it is unusable.
+
+    Image folders are read in a fixed pseudo-random order (``seed``) so that the first
+    ``num_examples`` images cover every class; tfds splits in their own order.
+    """
+    from hbjax.data import DataError, ImageFolder, Preprocess
+
+    source = cfg.get("source", "folder")
+    preprocess = Preprocess(cfg.get("preprocess", "cifar"))
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if source == "folder":
+        root = _get(cfg, "root", "data")
+        try:
+            folder = ImageFolder(
+                root, cfg.get("split"), preprocess, class_names=cfg.get("class_names"), num_workers=4
+            )
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        order = np.random.default_rng(seed).permutation(len(folder))
+        if num_examples is not None:
+            order = order[:num_examples]
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+        def batch(b: int):
+            out = list(folder.batches(len(chunks[b]), indices=chunks[b]))
+            if not out:
+                return np.zeros((0, preprocess.size, preprocess.size, 3), np.float32), np.zeros(0, np.int32), []
+            return out[0]
+
+        return DataSource(list(folder.class_names), len(chunks), batch, f"folder {folder.base}")
+    if source == "tfds":
+        from hbjax.data import tfds_data
+
+        name = _get(cfg, "name", "data")
+        ds = tfds_data.load_split(
+            name,
+            cfg.get("split", "test"),
+            data_dir=cfg.get("data_dir"),
+            manual_dir=cfg.get("manual_dir"),
+            preprocess=preprocess,
+        )
+        images, labels, ids = [], [], []
+        for x, y, i in ds.batches(batch_size, limit=num_examples):
+            images.append(x)
+            labels.append(y)
+            ids.append(i)
+        return DataSource(
+            list(ds.class_names), len(images), lambda b: (images[b], labels[b], ids[b]), f"tfds {name}"
+        )
+    raise ConfigError(f"data.source {source!r} is not one of folder, tfds")
+
+
+# --------------------------------------------------------------------------------------- metrics
+def coverage_pair(value: Any) -> tuple[float, float]:
+    """metrics.coverage: a float (both C_b and C_a) or a pair (C_b, C_a), each in (0, 1]."""
+    if isinstance(value, (int, float)):
+        pair = (float(value), float(value))
+    else:
+        values = list(value)
+        if len(values) != 2:
+            raise ConfigError(f"metrics.coverage must be a float or a pair, got {values}")
+        pair = (float(values[0]), float(values[1]))
+    if not all(0.0 < c <= 1.0 for c in pair):
+        raise ConfigError(f"metrics.coverage values must lie in (0, 1], got {pair}")
+    return pair
+
+
+def sigma_value(value: Any) -> float | tuple[float, float]:
+    """defense.sigma: a float or a (low, high) pair with 0 < low <= high."""
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ConfigError(f"defense.sigma must be positive, got {value}")
+        return float(value)
+    values = [float(v) for v in value]
+    if len(values) != 2 or not 0 < values[0] <= values[1]:
+        raise ConfigError(f"defense.sigma must be a float or a pair 0 < low <= high, got {values}")
+    return values[0], values[1]
+
+
+# -------------------------------------------------------------------------------------- assemble
+def build_components(cfg: Mapping, model) -> Components:
+    """Every callable of the protocol, jitted, from the composed config."""
+    import hbjax
+
+    ks = tuple(int(k) for k in cfg["metrics"]["ks"])
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"metrics.ks must be positive integers, got {ks}")
+    coverage = coverage_pair(cfg["metrics"]["coverage"])
+    relevance = cfg["metrics"].get("relevance", "logit")
+    if relevance not in ("logit", "prob"):
+        raise ConfigError(f"metrics.relevance must be 'logit' or 'prob', got {relevance!r}")
+
+    defense_cfg = cfg["defense"]
+    sigma = sigma_value(defense_cfg["sigma"])
+    binarize = dict(defense_cfg.get("binarize", {}))
+    lrp_cfg = cfg["lrp"]
+    defense_kwargs = dict(
+        sigma=sigma, composite=lrp_cfg["composite"], method=lrp_cfg.get("method", "lrp"),
+        binarize=binarize,
+    )  # fmt: skip
+    attack_cfg = cfg["attack"]
+    targeted = bool(attack_cfg.get("targeted", False))
+    target_mode = attack_cfg.get("target", "random")
+    if target_mode not in TARGET_MODES:
+        raise ConfigError(f"attack.target must be one of {TARGET_MODES}, got {target_mode!r}")
+
+    params = model.params
+    forward = jax.jit(lambda x: model.apply(params, x))
+
+    @jax.jit
+    def clean(x, key):
+        return hbjax.defense.heat_and_blur(model, x, key, **defense_kwargs)
+
+    num_classes = model.num_classes
+    ndcg_ks = ks + (num_classes,)
+
+    @jax.jit
+    def ndcg(benign_logits, other_logits):
+        return hbjax.metrics.ndcg(
+            benign_logits, other_logits, ks=ndcg_ks, coverage=coverage, relevance=relevance
+        )
+
+    attack = build_attack(attack_cfg, model, defense_kwargs)
+    return Components(forward, attack, clean, ndcg, ks, targeted, target_mode)
+
+
+def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callable:
+    """(x, labels, key, targets) -> AttackResult for the ``attack`` config group."""
+    import hbjax
+
+    name = _get(attack_cfg, "name", "attack")
+    try:
+        attack_fn = hbjax.attacks.get(name)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"attack.name: {e}") from None
+    params = dict(attack_cfg.get("params", {}) or {})
+    targeted = bool(attack_cfg.get("targeted", False))
+    logits_fn = functools.partial(model.apply, model.params)
+    if getattr(attack_fn, "needs_model", False):
+        # adaptive attacks act on the defended model and need its parts (LRP, blur)
+        params = dict(params, defense=dict(defense_kwargs))
+
+        def run(x, labels, key, targets):
+            return attack_fn(model, x, labels, key, targeted=targeted, targets=targets, **params)
+
+        return run
+
+    def run(x, labels, key, targets):
+        return attack_fn(logits_fn, x, labels, key, targeted=targeted, targets=targets, **params)
+
+    return run
+
+
+def check_model_fits_data(model, data: DataSource) -> None:
+    if model.num_classes != len(data.class_names):
+        raise ConfigError(
+            f"the model has {model.num_classes} classes but the data has {len(data.class_names)} "
+            f"({data.description}); is it the right checkpoint?"
+        )
+
+
+def sample_shape(model) -> tuple[int, int]:
+    return tuple(model.meta.get("input_size", (224, 224)))  # type: ignore[return-value]
+
+
+def first(it: Iterator):
+    return next(iter(it))
+
+
+jnp  # noqa: B018  (re-exported for callers that build custom components)

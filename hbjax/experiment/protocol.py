@@ -1,0 +1,119 @@
+"""One batch of the evaluation protocol (section 5 of the paper).
+
+benign logits -> (targets) -> attack -> adversarial logits -> Heat and Blur on the adversarial
+("cleaned") and on the benign images ("control") -> per-example columns: predictions, top-1/top-5
+against the true label, whether the adversarial label is still predicted, NDCG@k and the full NDCG
+against the benign logits, L2 / Linf distances to the benign image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TARGET_MODES = ("random", "least_likely", "second")
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """The parts an experiment is composed of (built from the config by :mod:`.compose`).
+
+    forward: (x) -> logits of the undefended model.
+    attack: (x, labels, key, targets) -> AttackResult (targets None when untargeted).
+    clean: (x, key) -> cleaned images (Heat and Blur, Algorithm 1).
+    ndcg: (benign_logits, other_logits) -> (B, len(ks) + 1): NDCG@k for ks, then the full NDCG.
+    """
+
+    forward: Callable[[jax.Array], jax.Array]
+    attack: Callable[..., Any]
+    clean: Callable[[jax.Array, jax.Array], jax.Array]
+    ndcg: Callable[[jax.Array, jax.Array], jax.Array]
+    ks: tuple[int, ...]
+    targeted: bool
+    target_mode: str = "random"
+
+
+def choose_targets(logits: jax.Array, labels: jax.Array, key: jax.Array, mode: str) -> jax.Array:
+    """Target classes for targeted attacks: ``random`` (uniform over the classes other than the
+    label), ``least_likely`` (the lowest logit) or ``second`` (the highest logit other than the label)."""
+    num_classes = logits.shape[-1]
+    if mode == "random":
+        offset = jax.random.randint(key, labels.shape, 1, num_classes)
+        return (labels + offset) % num_classes
+    if mode == "least_likely":
+        return jnp.argmin(logits, axis=-1)
+    if mode == "second":
+        masked = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, logits)
+        return jnp.argmax(masked, axis=-1)
+    raise ValueError(f"unknown target mode {mode!r}; expected one of {TARGET_MODES}")
+
+
+def _distances(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    d = (a - b).reshape(a.shape[0], -1)
+    return jnp.sqrt(jnp.sum(d * d, axis=1)), jnp.max(jnp.abs(d), axis=1)
+
+
+def _top5_hit(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    k = min(5, logits.shape[-1])
+    _, idx = jax.lax.top_k(logits, k)
+    return jnp.any(idx == labels[:, None], axis=-1)
+
+
+def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Array) -> dict[str, np.ndarray]:
+    """Per-example columns for one batch (numpy arrays of length B)."""
+    k_target, k_attack, k_clean_adv, k_clean_benign = jax.random.split(key, 4)
+    logits_b = c.forward(x)
+    pred_b = jnp.argmax(logits_b, -1)
+    targets = choose_targets(logits_b, labels, k_target, c.target_mode) if c.targeted else None
+    result = c.attack(x, labels, k_attack, targets)
+    x_adv = jnp.clip(result.x_adv, 0.0, 1.0)
+    logits_adv = c.forward(x_adv)
+    pred_adv = jnp.argmax(logits_adv, -1)
+    adv_label = targets if c.targeted else pred_adv
+    x_cleaned = c.clean(x_adv, k_clean_adv)
+    x_control = c.clean(x, k_clean_benign)
+    views = {
+        "adv": (x_adv, logits_adv),
+        "cleaned": (x_cleaned, c.forward(x_cleaned)),
+        "control": (x_control, c.forward(x_control)),
+    }
+    cols: dict[str, Any] = {
+        "label": labels,
+        "benign_pred": pred_b,
+        "benign_correct": pred_b == labels,
+        "target": targets if c.targeted else jnp.full_like(labels, -1),
+        "adv_label": adv_label,
+        "attack_success": result.success,
+        "model_calls": jnp.broadcast_to(jnp.asarray(getattr(result, "model_calls", 0)), labels.shape),
+    }
+    for view, (xv, logits) in views.items():
+        pred = jnp.argmax(logits, -1)
+        cols[f"pred_{view}"] = pred
+        cols[f"top1_{view}"] = pred == labels
+        cols[f"top5_{view}"] = _top5_hit(logits, labels)
+        cols[f"target_hit_{view}"] = pred == adv_label
+        scores = c.ndcg(logits_b, logits)
+        for i, k in enumerate(c.ks):
+            cols[f"ndcg{k}_{view}"] = scores[:, i]
+        cols[f"ndcg_full_{view}"] = scores[:, len(c.ks)]
+        cols[f"l2_{view}"], cols[f"linf_{view}"] = _distances(xv, x)
+    out = {}
+    for name, value in cols.items():
+        arr = np.asarray(value)
+        if arr.dtype == bool:
+            arr = arr.astype(np.int8)
+        out[name] = arr
+    return out
+
+
+def column_names(ks: Sequence[int]) -> list[str]:
+    """The columns :func:`evaluate_batch` returns, in order (for checks and docs)."""
+    names = ["label", "benign_pred", "benign_correct", "target", "adv_label", "attack_success", "model_calls"]
+    for view in ("adv", "cleaned", "control"):
+        names += [f"pred_{view}", f"top1_{view}", f"top5_{view}", f"target_hit_{view}"]
+        names += [f"ndcg{k}_{view}" for k in ks] + [f"ndcg_full_{view}", f"l2_{view}", f"linf_{view}"]
+    return names

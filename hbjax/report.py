@@ -1,0 +1,277 @@
+"""``hbjax-report RUN_OR_MULTIRUN_DIR``: gathers evaluation runs into a table and draws the paper's
+figures.
+
+- ``table.md`` / ``table.csv``: one row per run (attack, sigma, coverage, accuracies, NDCG, distances);
+- ``fig4_sigma.png`` (Figure 4): against sigma, the accuracy of the cleaned benign images (Control),
+  of the cleaned adversarial images against the true label and against the adversarial label, and
+  the mean Linf distance of the cleaned adversarial image from the benign one; a panel per attack;
+- ``fig5_ndcg.png`` (Figure 5): mean NDCG@1..5 of Adv, Cleaned and Control, a panel per attack,
+  top-1 accuracy in the legend;
+- ``fig3_<run>.png`` (Figure 3): benign, adversarial, heatmap mask, blurred and cleaned images of a
+  few examples with the predictions in the titles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from hbjax.experiment.store import atomic_write_text, rows_to_csv
+
+VIEWS = ("adv", "cleaned", "control")
+
+
+def find_runs(root: str) -> list[str]:
+    """Run directories (holding results.json) under root, sorted."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such directory")
+    runs = []
+    for dirpath, _, filenames in os.walk(root):
+        if "results.json" in filenames:
+            runs.append(dirpath)
+    if not runs:
+        raise FileNotFoundError(f"{root}: no results.json found (not an hbjax-evaluate run or sweep)")
+    return sorted(runs)
+
+
+def _sigma_label(sigma: Any) -> str:
+    if isinstance(sigma, (list, tuple)):
+        return f"U[{sigma[0]:g},{sigma[1]:g}]"
+    return f"{float(sigma):g}"
+
+
+def _sigma_value(sigma: Any) -> float:
+    """A number to plot sigma at: the value, or the midpoint of a range."""
+    if isinstance(sigma, (list, tuple)):
+        return (float(sigma[0]) + float(sigma[1])) / 2
+    return float(sigma)
+
+
+def _attack_label(cfg: dict) -> str:
+    attack = cfg["attack"]
+    label = attack.get("label") or attack["name"]
+    if attack.get("targeted") and "targeted" not in label:
+        label += " (targeted)"
+    return label
+
+
+def _coverage_label(cov: Any) -> str:
+    if isinstance(cov, (list, tuple)):
+        return f"{cov[0]:g}/{cov[1]:g}"
+    return f"{float(cov):g}"
+
+
+def load_runs(root: str) -> list[dict]:
+    runs = []
+    for run_dir in find_runs(root):
+        with open(os.path.join(run_dir, "results.json")) as f:
+            summary = json.load(f)
+        cfg = summary["config"]
+        runs.append(
+            {
+                "dir": run_dir,
+                "name": os.path.relpath(run_dir, root) if run_dir != root else os.path.basename(run_dir),
+                "attack": _attack_label(cfg),
+                "sigma": cfg["defense"]["sigma"],
+                "coverage": cfg["metrics"]["coverage"],
+                "summary": summary,
+            }
+        )
+    return runs
+
+
+def table_rows(runs: list[dict]) -> dict[str, list]:
+    cols: dict[str, list] = {k: [] for k in (
+        "run", "attack", "sigma", "coverage", "n_correct", "n_adv", "attack_success",
+        "adv_top1", "cleaned_top1", "cleaned_top5", "control_top1", "control_top5",
+        "adv_target", "cleaned_target", "adv_ndcg@1", "cleaned_ndcg@1", "control_ndcg@1",
+        "cleaned_ndcg_full", "adv_linf", "cleaned_linf", "cleaned_l2",
+    )}  # fmt: skip
+    for r in runs:
+        s = r["summary"]
+        vals = {
+            "run": r["name"], "attack": r["attack"], "sigma": _sigma_label(r["sigma"]),
+            "coverage": _coverage_label(r["coverage"]), "n_correct": s["n_correct"],
+            "n_adv": s["n_attack_success"], "attack_success": s["attack_success_rate"],
+            "adv_top1": s["adv"]["top1"], "cleaned_top1": s["cleaned"]["top1"],
+            "cleaned_top5": s["cleaned"]["top5"], "control_top1": s["control"]["top1"],
+            "control_top5": s["control"]["top5"], "adv_target": s["adv"]["target_rate"],
+            "cleaned_target": s["cleaned"]["target_rate"], "adv_ndcg@1": s["adv"]["ndcg@1"],
+            "cleaned_ndcg@1": s["cleaned"]["ndcg@1"], "control_ndcg@1": s["control"]["ndcg@1"],
+            "cleaned_ndcg_full": s["cleaned"]["ndcg_full"], "adv_linf": s["adv"]["linf_mean"],
+            "cleaned_linf": s["cleaned"]["linf_mean"], "cleaned_l2": s["cleaned"]["l2_mean"],
+        }  # fmt: skip
+        for k, v in vals.items():
+            cols[k].append(v)
+    return cols
+
+
+def markdown_table(cols: dict[str, list]) -> str:
+    names = list(cols)
+    out = io.StringIO()
+    out.write("| " + " | ".join(names) + " |\n")
+    out.write("|" + "---|" * len(names) + "\n")
+    for i in range(len(cols[names[0]])):
+        cells = []
+        for name in names:
+            v = cols[name][i]
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        out.write("| " + " | ".join(cells) + " |\n")
+    return out.getvalue()
+
+
+def _save(fig, path: str) -> None:
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def figure4(runs: list[dict], path: str) -> str | None:
+    """Figure 4: accuracies and cleaned Linf distance against sigma, one panel per attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = sorted({r["attack"] for r in runs})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.6), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        rs = [r for r in runs if r["attack"] == attack]
+        # one point per sigma; with several coverages the accuracies are the same, keep the first
+        by_sigma: dict[float, dict] = {}
+        for r in rs:
+            by_sigma.setdefault(_sigma_value(r["sigma"]), r)
+        sig = sorted(by_sigma)
+        s = [by_sigma[v]["summary"] for v in sig]
+        ax.plot(sig, [x["control"]["top1"] for x in s], "o-", label="benign (control), true label")
+        ax.plot(sig, [x["cleaned"]["top1"] for x in s], "s-", label="cleaned adv., true label")
+        ax.plot(sig, [x["cleaned"]["target_rate"] for x in s], "^-", label="cleaned adv., adv. label")
+        ax.set_xlabel("sigma")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(attack)
+        ax2 = ax.twinx()
+        ax2.plot(sig, [x["cleaned"]["linf_mean"] for x in s], "k--", label="Linf(cleaned, benign)")
+        ax2.set_ylabel("mean Linf distance")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="center right")
+    fig.suptitle("Heat and Blur against sigma (cf. the paper's Figure 4)")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def figure5(runs: list[dict], path: str) -> str | None:
+    """Figure 5: mean NDCG@1..5 of Adv, Cleaned and Control, one panel per attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = sorted({r["attack"] for r in runs})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        rs = [r for r in runs if r["attack"] == attack]
+        default = [r for r in rs if _sigma_label(r["sigma"]) == "U[0.8,1.2]"]
+        r = (default or rs)[0]
+        s = r["summary"]
+        ks = sorted(int(k.split("@")[1]) for k in s["adv"] if k.startswith("ndcg@"))
+        for view, marker in zip(VIEWS, "os^"):
+            ax.plot(ks, [s[view][f"ndcg@{k}"] for k in ks], marker + "-",
+                    label=f"{view} (top-1 {s[view]['top1']:.2f})")  # fmt: skip
+        ax.set_xlabel("k")
+        ax.set_ylabel("mean NDCG@k")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(ks)
+        ax.set_title(f"{attack}, sigma {_sigma_label(r['sigma'])}, C {_coverage_label(r['coverage'])}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("NDCG@k against the benign prediction (cf. the paper's Figure 5)")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def figure3(panels_path: str, path: str, *, max_examples: int = 4) -> str | None:
+    """Figure 3 for a run: benign, adversarial, heatmap mask, blurred and cleaned images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with np.load(panels_path, allow_pickle=False) as z:
+        p = {k: z[k] for k in z.files}
+    names = [str(n) for n in p["class_names"]]
+    n = min(max_examples, len(p["x"]))
+    columns = [
+        ("benign", "x", "pred_benign"), ("adversarial", "x_adv", "pred_adv"),
+        ("heatmap", "heatmap", None), ("mask", "mask", None), ("blurred", "x_blurred", None),
+        ("cleaned", "x_cleaned", "pred_cleaned"),
+    ]  # fmt: skip
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.0 * len(columns), 2.1 * n), squeeze=False)
+    for i in range(n):
+        for j, (title, key, pred_key) in enumerate(columns):
+            ax = axes[i, j]
+            img = p[key][i]
+            if key == "heatmap":
+                lim = float(np.abs(img).max()) or 1.0
+                ax.imshow(img, cmap="bwr", vmin=-lim, vmax=lim)
+            elif key == "mask":
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(np.clip(img, 0, 1))
+            label = title
+            if pred_key is not None:
+                label += f"\n{names[int(p[pred_key][i])]}"
+            if key == "x":
+                label = f"benign ({names[int(p['labels'][i])]})\n{names[int(p[pred_key][i])]}"
+            ax.set_title(label, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def report(root: str) -> dict[str, str]:
+    """Writes the table and figures for the run or sweep under root; returns their paths."""
+    runs = load_runs(root)
+    cols = table_rows(runs)
+    out = {"table_md": os.path.join(root, "table.md"), "table_csv": os.path.join(root, "table.csv")}
+    atomic_write_text(out["table_md"], markdown_table(cols))
+    atomic_write_text(out["table_csv"], rows_to_csv(cols))
+    out["fig4"] = figure4(runs, os.path.join(root, "fig4_sigma.png"))
+    out["fig5"] = figure5(runs, os.path.join(root, "fig5_ndcg.png"))
+    for r in runs:
+        panels = os.path.join(r["dir"], "panels.npz")
+        if os.path.exists(panels):
+            tag = r["name"].replace(os.sep, "_").replace(".", "_") or "run"
+            out[f"fig3_{tag}"] = figure3(panels, os.path.join(root, f"fig3_{tag}.png"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hbjax-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="an hbjax-evaluate run directory or a multirun sweep directory")
+    args = parser.parse_args(argv)
+    try:
+        paths = report(args.run_dir)
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        print(f"hbjax-report: error: {e}", file=sys.stderr)
+        return 2
+    with open(paths["table_md"]) as f:
+        print(f.read())
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
