@@ -44,6 +44,7 @@ class TrainConfig:
     eval_every: int = 5
     limit_per_class: int | None = None
     test_limit_per_class: int | None = None
+    stop_after: int | None = None  # stop after this epoch (resume later with the same out_dir)
 
 
 def augment(images_u8: jnp.ndarray, key: jax.Array, pad: int) -> jnp.ndarray:
@@ -202,6 +203,9 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Mode
             "history": json.dumps(history),
         }
         _atomic_write(state_path, flax.serialization.msgpack_serialize(payload))
+        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            log(f"stopping after epoch {epoch + 1} (stop_after); run again to resume")
+            break
     trained = model.replace(
         params={"params": state["params"], "batch_stats": state["batch_stats"]}
     )
