@@ -1,0 +1,62 @@
+"""hbjax-report on synthetic runs: the table has one row per run, the figures are real PNGs, and a
+directory without runs is a clear error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from hbjax import report
+from hbjax.experiment import store
+from hbjax.experiment.summary import summarize
+from tests.test_experiment_store import _rows
+
+
+def _fake_run(run_dir, sigma, attack="pgd", seed=0, panels=False):
+    ks = (1, 2, 3, 4, 5)
+    summary = summarize(_rows(40, seed=seed, ks=ks), ks)
+    summary["config"] = {
+        "attack": {"name": attack, "targeted": False},
+        "defense": {"sigma": sigma},
+        "metrics": {"coverage": [0.99, 0.99]},
+    }
+    store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
+    if panels:
+        rng = np.random.default_rng(seed)
+        n = 2
+        np.savez(
+            os.path.join(run_dir, "panels.npz"),
+            x=rng.random((n, 32, 32, 3)), x_adv=rng.random((n, 32, 32, 3)),
+            x_blurred=rng.random((n, 32, 32, 3)), x_cleaned=rng.random((n, 32, 32, 3)),
+            mask=rng.random((n, 32, 32)) > 0.9, heatmap=rng.normal(size=(n, 32, 32)),
+            labels=np.array([0, 1]), pred_benign=np.array([0, 1]), pred_adv=np.array([2, 3]),
+            pred_cleaned=np.array([0, 3]), class_names=np.array([f"c{i}" for i in range(10)]),
+        )  # fmt: skip
+
+
+def test_report_of_a_sweep(tmp_path):
+    for i, sigma in enumerate([0.5, 1.0, [0.8, 1.2]]):
+        _fake_run(str(tmp_path / str(i)), sigma, seed=i, panels=(i == 0))
+    _fake_run(str(tmp_path / "3"), 1.0, attack="cw_l2", seed=3)
+    paths = report.report(str(tmp_path))
+    table = open(paths["table_md"]).read().strip().splitlines()
+    assert len(table) == 2 + 4
+    assert "U[0.8,1.2]" in "\n".join(table)
+    for key in ("fig4", "fig5", "fig3_0"):
+        with Image.open(paths[key]) as img:
+            assert img.format == "PNG" and img.size[0] > 200
+    csv = store.read_csv(paths["table_csv"])
+    assert csv["attack"].count("pgd") == 3
+
+
+def test_report_cli_errors_on_a_folder_without_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "hbjax.report", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "no results.json" in out.stderr
+    assert "Traceback" not in out.stderr
