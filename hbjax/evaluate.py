@@ -36,12 +36,9 @@ from hbjax.experiment.summary import summarize
 
 
 def config_dir() -> str:
-    """The ``conf/`` folder: beside the package in a source checkout, else the installed copy."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    source_tree = os.path.join(os.path.dirname(here), "conf")
-    if os.path.isfile(os.path.join(source_tree, "evaluate.yaml")):
-        return source_tree
-    return os.path.join(here, "conf")
+    """The Hydra config tree: ``hbjax/conf`` (a link to the top-level ``conf/`` in a source checkout,
+    a copy in an installed wheel)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
 
 
 def _experiment_identity(cfg: DictConfig) -> dict:
@@ -77,7 +74,13 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     todo = [b for b in range(data.num_batches) if b not in done]
     bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
     running: dict[str, list] = {}
-    for b in todo:
+    stop_after = cfg.get("stop_after_batches")
+    for count, b in enumerate(todo):
+        if stop_after is not None and count >= stop_after:
+            bar.close()
+            print(f"hbjax-evaluate: stopped after {count} batches (stop_after_batches); "
+                  f"run again with hydra.run.dir={run_dir} to resume", file=sys.stderr)
+            return {"stopped": True, "finished_batches": len(done) + count}
         x, labels, ids = data.batch(b)
         if len(x) == 0:
             store.atomic_write_text(store.part_path(run_dir, b), "")
@@ -156,6 +159,8 @@ def main(cfg: DictConfig) -> Any:
             print(f"hbjax-evaluate: error: {e}", file=sys.stderr)
             sys.exit(2)
         raise
+    if summary.get("stopped"):
+        return None
     brief = {v: {k: summary[v][k] for k in ("n", "top1", "top5", "target_rate", "ndcg@1")} for v in ("adv", "cleaned", "control")}
     print(json.dumps({"run_dir": run_dir, "benign_accuracy": summary["benign_accuracy"], "attack_success_rate": summary["attack_success_rate"], **brief}))
     return summary["cleaned"]["top1"]
