@@ -9,6 +9,7 @@ the ImageNet BGR means ("caffe" preprocessing), which becomes the model's normal
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -196,16 +197,44 @@ def _read_keras_weights(path: str) -> dict[str, list[np.ndarray]]:
                     out[name] = [np.asarray(group[w]) for w in weight_names]
             return out
         if "layers" in root:
+            # Keras 3 keys layers by class ("conv2d", "conv2d_1", ...); since Keras 3.x the
+            # layer's own name is the "name" attribute of its "vars" group.
             layers = root["layers"]
-            for name in layers:
-                vars_group = layers[name].get("vars")
+            for key in layers:
+                vars_group = layers[key].get("vars")
                 if vars_group is not None and len(vars_group):
+                    name = vars_group.attrs.get("name", key)
+                    name = name.decode() if isinstance(name, bytes) else str(name)
                     out[name] = [np.asarray(vars_group[str(i)]) for i in range(len(vars_group))]
             return out
     raise PortingError(
         f"{path}: neither a legacy Keras weight file (no 'layer_names' attribute) "
         "nor a Keras 3 '.weights.h5' file (no 'layers' group)"
     )
+
+
+def _keras3_by_order(
+    weights: dict[str, list[np.ndarray]], names: list[str], path: str
+) -> dict[str, list[np.ndarray]]:
+    """Renames the class-keyed layers of a Keras 3 file without layer names ("conv2d",
+    "conv2d_1", ..., "dense", "dense_1", ...; numbered in model order) to the VGG layer names."""
+
+    def ordered(prefix: str) -> list[str]:
+        keys = [k for k in weights if k == prefix or re.fullmatch(rf"{prefix}_\d+", k)]
+        return sorted(keys, key=lambda k: int(k[len(prefix) + 1 :] or 0))
+
+    convs, denses = ordered("conv2d"), ordered("dense")
+    conv_names = [n for n in names if n.startswith("block")]
+    dense_names = [n for n in names if not n.startswith("block")]
+    if len(convs) != len(conv_names) or len(denses) != len(dense_names):
+        raise PortingError(
+            f"{path}: Keras 3 file with {len(convs)} conv and {len(denses)} dense layers; "
+            f"expected {len(conv_names)} and {len(dense_names)}"
+        )
+    renamed = dict(zip(conv_names + dense_names, convs + denses))
+    out = {new: weights[old] for new, old in renamed.items()}
+    out.update({k: v for k, v in weights.items() if k not in renamed.values()})
+    return out
 
 
 def from_keras(
@@ -224,6 +253,9 @@ def from_keras(
         raise PortingError("Keras VGG models have no batch norm variant")
     path = os.fspath(h5_path)
     weights = _read_keras_weights(path)
+    layer_names = _keras_names(vgg_layers(base))
+    if "predictions" not in weights and "dense" in weights:
+        weights = _keras3_by_order(weights, list(layer_names.values()), path)
     if "predictions" not in weights:
         raise PortingError(f"{path}: no 'predictions' layer; is it a Keras VGG with include_top?")
     num_classes = int(weights["predictions"][0].shape[-1])
