@@ -114,9 +114,59 @@ def load(name_or_path: str | os.PathLike) -> Model:
     return _load_file(path)
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def read_header(path: str) -> dict:
+    """The JSON header of a safetensors file, checked against the file's size.
+
+    The format: 8 bytes little-endian header length n, n bytes of JSON (tensor name -> dtype, shape,
+    data_offsets; ``__metadata__``), then the data. A CheckpointError says what is wrong: not a
+    safetensors file (and what it starts with), or truncated (naming the first tensor cut off).
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            start = f.read(8)
+            n = int.from_bytes(start, "little")
+            raw = f.read(n) if len(start) == 8 and 2 <= n <= MAX_HEADER_BYTES else b""
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the file ({e})") from None
+    not_safetensors = (
+        f"{path}: not an hbjax checkpoint: not a safetensors file (it starts with {start!r})"
+    )
+    if len(start) < 8 or not 2 <= n <= MAX_HEADER_BYTES:
+        raise CheckpointError(not_safetensors)
+    if len(raw) < n:
+        raise CheckpointError(
+            f"{path}: truncated file: the safetensors header needs {8 + n} bytes, the file has {size}"
+        )
+    try:
+        header = json.loads(raw) if raw[:1] == b"{" else None
+    except (UnicodeDecodeError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(not_safetensors)
+    data_bytes = size - 8 - n
+
+    def end(item: tuple[str, Any]) -> int:
+        offsets = item[1].get("data_offsets") if isinstance(item[1], dict) else None
+        ok = isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[1], int)
+        return offsets[1] if ok else 0
+
+    cut = sorted((kv for kv in header.items() if end(kv) > data_bytes), key=end)
+    if cut:
+        raise CheckpointError(
+            f"{path}: truncated file: tensor {cut[0][0]!r} needs data bytes up to "
+            f"{end(cut[0])}, but only {data_bytes} are there ({size} bytes in all)"
+        )
+    return header
+
+
 def _load_file(path: str) -> Model:
     from safetensors import safe_open
 
+    read_header(path)
     try:
         with safe_open(path, framework="numpy") as f:
             metadata = f.metadata() or {}
