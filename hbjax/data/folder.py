@@ -14,7 +14,7 @@ import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from hbjax.data.preprocess import Preprocess, preprocess_image
 
@@ -23,6 +23,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 class DataError(ValueError):
     """A data folder is missing, empty or malformed."""
+
+
+def load_image(path: str, preprocess: Preprocess) -> np.ndarray:
+    """Decodes one image file to uint8 (H, W, 3) RGB following ``preprocess``.
+
+    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha dropped). Raises
+    PIL's errors (``UnidentifiedImageError``, ``OSError`` for truncated files, ...) on bad files.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode != "RGB":
+            img = img.convert("RGBA").convert("RGB") if "A" in img.mode else img.convert("RGB")
+        return preprocess_image(img, preprocess)
 
 
 @dataclasses.dataclass
@@ -75,12 +88,8 @@ class ImageFolder:
 
     def _decode(self, path: str) -> np.ndarray | None:
         try:
-            with Image.open(path) as img:
-                img.load()
-                if img.mode != "RGB":
-                    img = img.convert("RGBA").convert("RGB") if "A" in img.mode else img.convert("RGB")
-                return preprocess_image(img, self.preprocess)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            return load_image(path, self.preprocess)
+        except Exception as e:  # a corrupt file must not stop a run; it is reported instead
             self.skipped.append((path, f"{type(e).__name__}: {e}"))
             return None
 
@@ -94,6 +103,7 @@ class ImageFolder:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         order = list(range(len(self.files))) if indices is None else list(indices)
+        self.skipped = []
         with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
             for start in range(0, len(order), batch_size):
                 chunk = [self.files[i] for i in order[start : start + batch_size]]
@@ -109,9 +119,15 @@ class ImageFolder:
 
     def load_uint8(self) -> tuple[np.ndarray, np.ndarray]:
         """All images as uint8 (N, H, W, 3) and labels (N,); skipped files are left out."""
+        self.skipped = []
         with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
             decoded = list(pool.map(self._decode, [p for p, _ in self.files]))
         keep = [i for i, img in enumerate(decoded) if img is not None]
+        if not keep:
+            n, report = len(self.files), self.skipped_report()
+            raise DataError(f"none of the {n} files under {self.base} is readable\n{report}")
+        if self.skipped:
+            warnings.warn(self.skipped_report(), stacklevel=2)
         images = np.stack([decoded[i] for i in keep])
         labels = np.asarray([self.files[i][1] for i in keep], np.int32)
         return images, labels
