@@ -1,7 +1,7 @@
 """hbjax: Heat and Blur (Brama and Grinshpoun), an interpretability based defense against
 adversarial examples, in JAX: LRP heatmaps, the defense, the NDCG measure and attacks."""
 
-from hbjax import models
+from hbjax import lrp, models
 
 __version__ = "0.1.0"
-__all__ = ["models"]
+__all__ = ["lrp", "models"]

@@ -1,0 +1,43 @@
+"""Layer-wise relevance propagation through custom VJP rules: rules, composites, relevance,
+heatmaps (LRP, CLRP, SGLRP) and their binarisation (eq. 2 of the paper)."""
+
+from hbjax.lrp.binarize import binarize
+from hbjax.lrp.composites import COMPOSITES, Composite, get_composite, register_composite
+from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
+from hbjax.lrp.network import build_plan, forward
+from hbjax.lrp.plot import explain_figure, plot_panels
+from hbjax.lrp.relevance import (
+    METHODS,
+    heatmap,
+    heatmap_and_logits,
+    initial_relevance,
+    layer_relevances,
+    relevance,
+    relevance_and_logits,
+    relevance_fn,
+)
+from hbjax.lrp.rules import (
+    RULES,
+    Group,
+    Mod,
+    Rule,
+    Term,
+    alpha_beta,
+    epsilon,
+    flat,
+    gamma,
+    lrp0,
+    make_rule,
+    norm,
+    wsquare,
+    zbox,
+    zplus,
+)
+
+__all__ = [
+    "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
+    "Term", "alpha_beta", "binarize", "build_plan", "epsilon", "explain_figure", "flat", "forward", "gamma",
+    "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
+    "make_rule", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
+    "relu_pass", "stabilize", "wsquare", "zbox", "zplus",
+]  # fmt: skip

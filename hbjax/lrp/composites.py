@@ -1,0 +1,193 @@
+"""Composites: which LRP rule explains which layer (zennit's composites, by layer name or kind).
+
+A :class:`Composite` maps a layer to a rule: by its name first (``"fc3"``), then the special rule of
+the input layer (the first conv or dense layer), then by its kind (``"conv"``, ``"dense"``,
+``"adaptive_avgpool"``). Average pooling takes the normalisation rule (zennit's ``Norm``) unless the
+composite says otherwise; ReLU passes relevance through, max-pooling routes it to the winner.
+
+Registered composites (snake_case, zennit's defaults epsilon = 1e-6, gamma = 0.25, stabiliser 1e-6):
+
+=============================  =============  =============  ==============
+name                           input layer    other convs    dense layers
+=============================  =============  =============  ==============
+``dtd`` (the paper's DTD)      z^B            z+             z+
+``epsilon_plus_flat``          flat           z+             epsilon
+``epsilon_gamma_box``          z^B            gamma          epsilon
+``epsilon_plus``               z+             z+             epsilon
+``epsilon_alpha2_beta1``       alpha2-beta1   alpha2-beta1   epsilon
+``epsilon_alpha2_beta1_flat``  flat           alpha2-beta1   epsilon
+``epsilon``                    epsilon        epsilon        epsilon
+``lrp0``                       LRP-0          LRP-0          LRP-0
+=============================  =============  =============  ==============
+
+A custom composite comes from a mapping (a Hydra config), e.g.
+``{"base": "epsilon_plus_flat", "first": "zbox", "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}},
+"names": {"fc3": "lrp0"}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from hbjax.lrp import rules as R
+from hbjax.lrp.rules import Rule, make_rule
+from hbjax.models.layers import LayerSpec
+
+EXPLAINED_KINDS = ("conv", "dense", "adaptive_avgpool")
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Rules by layer: ``names`` (layer name -> rule) wins over ``first`` (the input layer), which
+    wins over ``kinds`` (layer kind -> rule). Hashable, so it can key a compilation cache."""
+
+    name: str = "custom"
+    first: Rule | None = None
+    kinds: tuple[tuple[str, Rule], ...] = ()
+    names: tuple[tuple[str, Rule], ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind, _ in self.kinds:
+            if kind not in EXPLAINED_KINDS:
+                raise ValueError(f"composite {self.name!r}: no rule applies to layer kind {kind!r}; "
+                                 f"rules go on {EXPLAINED_KINDS}")
+
+    def rule_for(self, layer: LayerSpec, is_first: bool) -> Rule | None:
+        """The rule for ``layer`` (``is_first``: it is the input layer); None for layers without
+        one (ReLU, max-pooling, flatten, dropout)."""
+        if layer.kind not in EXPLAINED_KINDS:
+            return None
+        names = dict(self.names)
+        if layer.name in names:
+            return names[layer.name]
+        if is_first and self.first is not None:
+            return self.first
+        kinds = dict(self.kinds)
+        if layer.kind in kinds:
+            return kinds[layer.kind]
+        if layer.kind == "adaptive_avgpool":
+            return R.norm()
+        raise ValueError(f"composite {self.name!r} has no rule for layer {layer.name!r} ({layer.kind})")
+
+    def replace(self, **changes: Any) -> "Composite":
+        return dataclasses.replace(self, **changes)
+
+
+def _composite(name: str, conv: Rule, dense: Rule, first: Rule | None = None) -> Composite:
+    return Composite(name, first, (("conv", conv), ("dense", dense)))
+
+
+def dtd(stabilizer: float = 1e-6) -> Composite:
+    """The paper's "standard DTD" (Montavon et al. 2017): z^B on the input layer with bounds from
+    the normalisation of [0, 1], z+ on every other conv and dense layer."""
+    return _composite("dtd", R.zplus(stabilizer), R.zplus(stabilizer), R.zbox(stabilizer))
+
+
+def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's ``EpsilonPlusFlat``: flat on the input layer, z+ convs, epsilon dense layers."""
+    return _composite(
+        "epsilon_plus_flat", R.zplus(stabilizer), R.epsilon(epsilon), R.flat(stabilizer)
+    )
+
+
+def epsilon_gamma_box(
+    epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
+) -> Composite:
+    """zennit's ``EpsilonGammaBox``: z^B on the input layer, gamma convs, epsilon dense layers."""
+    return _composite(
+        "epsilon_gamma_box", R.gamma(gamma, stabilizer), R.epsilon(epsilon), R.zbox(stabilizer)
+    )
+
+
+def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's ``EpsilonPlus``: z+ convs (the input layer too), epsilon dense layers."""
+    return _composite("epsilon_plus", R.zplus(stabilizer), R.epsilon(epsilon))
+
+
+def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's ``EpsilonAlpha2Beta1``: alpha2-beta1 convs, epsilon dense layers."""
+    return _composite(
+        "epsilon_alpha2_beta1", R.alpha_beta(2.0, 1.0, stabilizer), R.epsilon(epsilon)
+    )
+
+
+def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """zennit's ``EpsilonAlpha2Beta1Flat``: flat input layer, alpha2-beta1 convs, epsilon dense."""
+    return _composite(
+        "epsilon_alpha2_beta1_flat", R.alpha_beta(2.0, 1.0, stabilizer), R.epsilon(epsilon),
+        R.flat(stabilizer),
+    )  # fmt: skip
+
+
+def epsilon_all(epsilon: float = 1e-6) -> Composite:
+    """The epsilon rule on every conv and dense layer."""
+    return _composite("epsilon", R.epsilon(epsilon), R.epsilon(epsilon))
+
+
+def lrp0_all() -> Composite:
+    """LRP-0 on every conv and dense layer (gradient x input on a bias-free ReLU network)."""
+    return _composite("lrp0", R.lrp0(), R.lrp0())
+
+
+COMPOSITES: dict[str, Callable[..., Composite]] = {
+    "dtd": dtd,
+    "epsilon_plus_flat": epsilon_plus_flat,
+    "epsilon_gamma_box": epsilon_gamma_box,
+    "epsilon_plus": epsilon_plus,
+    "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
+    "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
+    "epsilon": epsilon_all,
+    "lrp0": lrp0_all,
+}
+
+
+def register_composite(name: str, factory: Callable[..., Composite]) -> None:
+    """Adds a composite factory under a snake_case name (replacing one of the same name)."""
+    COMPOSITES[name] = factory
+
+
+def _named(name: str, kwargs: Mapping[str, Any]) -> Composite:
+    if name not in COMPOSITES:
+        raise ValueError(f"unknown LRP composite {name!r}; expected one of {sorted(COMPOSITES)}")
+    try:
+        return COMPOSITES[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for LRP composite {name!r}: {e}") from None
+
+
+def _rule_map(spec: Any, what: str) -> tuple[tuple[str, Rule], ...]:
+    if spec is None:
+        return ()
+    if not hasattr(spec, "items"):
+        raise ValueError(f"composite {what!r} must map names to rules; got {spec!r}")
+    return tuple((str(k), make_rule(v)) for k, v in spec.items())
+
+
+def get_composite(spec: str | Composite | Mapping[str, Any]) -> Composite:
+    """A composite from a registered name, a :class:`Composite`, or a mapping (Hydra config) with
+    optional keys ``base`` (a registered name; its parameters such as ``epsilon``, ``gamma``,
+    ``stabilizer`` may sit beside it), ``first`` (a rule), ``kinds`` and ``names`` (maps to rules).
+    Entries of ``kinds`` and ``names`` override the base's."""
+    if isinstance(spec, Composite):
+        return spec
+    if isinstance(spec, str):
+        return _named(spec, {})
+    if not hasattr(spec, "items"):
+        raise ValueError(f"an LRP composite is a name, a mapping or a Composite; got {spec!r}")
+    cfg = dict(spec.items())
+    known = {"base", "name", "first", "kinds", "names"}
+    base_name = cfg.pop("base", None)
+    name = cfg.pop("name", None)
+    first, kinds, names = cfg.pop("first", None), cfg.pop("kinds", None), cfg.pop("names", None)
+    if base_name is None and cfg:
+        raise ValueError(f"composite parameters {sorted(cfg)} need a 'base'; known keys: {sorted(known)}")
+    base = _named(base_name, cfg) if base_name is not None else Composite("custom")
+    merged_kinds = dict(base.kinds) | dict(_rule_map(kinds, "kinds"))
+    merged_names = dict(base.names) | dict(_rule_map(names, "names"))
+    return Composite(
+        name=str(name or (base.name if not (first or kinds or names) else f"{base.name}+custom")),
+        first=make_rule(first) if first is not None else base.first,
+        kinds=tuple(merged_kinds.items()),
+        names=tuple(merged_names.items()),
+    )

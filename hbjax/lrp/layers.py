@@ -1,0 +1,177 @@
+"""Layers whose vector-Jacobian product is an LRP rule: relevance travels as the cotangent.
+
+:func:`lrp_linear` computes a linear layer's ordinary output in the forward pass; its backward maps
+the upper relevance R to the lower relevance with a :class:`hbjax.lrp.rules.Rule`, on one shared
+mechanism (see :mod:`hbjax.lrp.rules`). :func:`relu_pass` is a ReLU whose backward passes relevance
+through unchanged (zennit's ``Pass``). Max-pooling, flatten and reshapes keep their ordinary
+gradients (max-pooling routes relevance to the winning input).
+
+Work is shared where the algebra allows, without changing a single floating-point operation of the
+rule: a term (x, W, b) reuses the forward output; a term whose input is x- of a non-negative input
+(after a ReLU) is exactly zero and skipped; terms with constant inputs (ones, the box bounds) are
+computed on one image and broadcast over the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from hbjax.lrp.rules import Rule
+from hbjax.models.layers import adaptive_avg_pool
+
+CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def stabilize(z: jnp.ndarray, epsilon: float) -> jnp.ndarray:
+    """zennit's stabiliser: z + epsilon * sign0(z), with sign0(0) = +1."""
+    return z + epsilon * jnp.where(z >= 0, 1, -1).astype(z.dtype)
+
+
+def divide(r: jnp.ndarray, den: jnp.ndarray, epsilon: float) -> jnp.ndarray:
+    """r / stab(den); with epsilon = 0 (LRP-0) a zero denominator passes no relevance."""
+    if epsilon == 0:
+        zero = den == 0
+        return jnp.where(zero, 0, r / jnp.where(zero, 1, den).astype(den.dtype))
+    return r / stabilize(den, epsilon)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearOp:
+    """The linear part a -> op(a, W) of a layer: ``conv`` (3x3, stride 1, padding 1, HWIO kernel),
+    ``dense`` ((in, out) kernel) or ``avgpool`` (torch's adaptive average pool to ``output_size``)."""
+
+    kind: str
+    output_size: tuple[int, int] = (0, 0)
+
+    def __call__(self, a: jnp.ndarray, w: jnp.ndarray | None) -> jnp.ndarray:
+        if self.kind == "conv":
+            return lax.conv_general_dilated(a, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=CONV_DIMS)
+        if self.kind == "dense":
+            return a @ w
+        if self.kind == "avgpool":
+            return adaptive_avg_pool(a, self.output_size)
+        raise ValueError(f"unknown linear op {self.kind!r}")
+
+    def transpose(self, g: jnp.ndarray, w: jnp.ndarray | None, in_shape: tuple[int, ...]) -> jnp.ndarray:
+        """op^T(g; W): the gradient of <op(a, W), g> with respect to a, for a of shape in_shape."""
+        if self.kind == "dense":
+            return g @ w.T
+        if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
+            return g
+        (a_bar,) = jax.linear_transpose(
+            lambda a: self(a, w), jax.ShapeDtypeStruct((g.shape[0], *in_shape[1:]), g.dtype)
+        )(g)
+        return a_bar
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRule:
+    """Static description of one explained linear layer: its op, its rule, and whether its input is
+    known to be non-negative (it follows a ReLU), which lets x- terms drop out exactly."""
+
+    op: LinearOp
+    rule: Rule
+    nonneg_input: bool = False
+
+
+def _term_input(kind: str, x: jnp.ndarray, bounds, nonneg: bool) -> jnp.ndarray | None:
+    """The modified input of a term; None stands for an input that is exactly zero."""
+    if kind == "x":
+        return x
+    if kind == "pos":
+        return x if nonneg else jnp.maximum(x, 0)
+    if kind == "neg":
+        return None if nonneg else jnp.minimum(x, 0)
+    one = (1,) + x.shape[1:]  # constant inputs: one image, broadcast over the batch
+    if kind == "ones":
+        return jnp.ones(one, x.dtype)
+    low, high = bounds
+    return jnp.broadcast_to(low if kind == "low" else high, one).astype(x.dtype)
+
+
+def _add(a: jnp.ndarray | None, b: jnp.ndarray) -> jnp.ndarray:
+    return b if a is None else a + b
+
+
+def _rule_backward(spec: LayerRule, x, w, b, z, bounds, r):
+    """R_in = sum_G sum_k sign_k * input_k * op^T(g_G; W_k) with g_G = coef * mask * r / stab(den_G)."""
+    op, rule = spec.op, spec.rule
+    r_in = None
+    for group in rule.groups:
+        den = None
+        live = []
+        for term in group.terms:
+            a = _term_input(term.input, x, bounds, spec.nonneg_input)
+            wk, bk = term.weight(w), term.bias(b)
+            if a is None:  # zero input: only a bias could remain (zennit's rules zero it)
+                if bk is None or term.bias.op == "zero":
+                    continue
+                o = jnp.broadcast_to(bk, z.shape)
+            elif term.is_forward:
+                o = z
+            else:
+                o = op(a, wk)
+                if bk is not None and term.bias.op != "zero":
+                    o = o + bk
+            den = _add(den, o if term.sign == 1 else term.sign * o)
+            if a is not None:
+                live.append((term, a, wk))
+        if not live:
+            continue
+        g = divide(r, den, rule.epsilon)
+        if group.mask == "pos":
+            g = jnp.where(z > 0, g, 0)
+        elif group.mask == "neg":
+            g = jnp.where(z < 0, g, 0)
+        if group.coef != 1:
+            g = group.coef * g
+        for term, a, wk in live:
+            c = op.transpose(g, wk, x.shape)
+            contrib = c if term.input == "ones" else a * c
+            if term.sign != 1:
+                contrib = term.sign * contrib
+            r_in = _add(r_in, contrib)
+    return jnp.zeros_like(x) if r_in is None else r_in.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lrp_linear(spec: LayerRule, x: jnp.ndarray, w, b, bounds) -> jnp.ndarray:
+    """op(x, W) + b; its VJP maps relevance R_out to R_in with ``spec.rule``.
+
+    Args:
+      spec: the layer's op, rule and input sign knowledge (static).
+      x: the layer input; w, b: kernel and bias (None for pooling), in x's dtype.
+      bounds: (low, high) per-channel arrays for z^B, or None.
+    """
+    return _linear(spec.op, x, w, b)
+
+
+def _linear(op: LinearOp, x, w, b):
+    z = op(x, w)
+    return z if b is None else z + b
+
+
+def _fwd(spec, x, w, b, bounds):
+    z = _linear(spec.op, x, w, b)
+    return z, (x, w, b, z, bounds)
+
+
+def _bwd(spec, res, r):
+    x, w, b, z, bounds = res
+    return (_rule_backward(spec, x, w, b, z, bounds, r), None, None, None)
+
+
+lrp_linear.defvjp(_fwd, _bwd)
+
+
+@jax.custom_vjp
+def relu_pass(x: jnp.ndarray) -> jnp.ndarray:
+    """ReLU whose VJP passes relevance through unchanged (zennit's ``Pass`` rule)."""
+    return jnp.maximum(x, 0)
+
+
+relu_pass.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, r: (r,))
