@@ -4,12 +4,10 @@ the model, the data source, the attack, the defense, the LRP composite and the N
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hbjax.experiment.protocol import TARGET_MODES, Components
@@ -166,11 +164,17 @@ def build_components(cfg: Mapping, model) -> Components:
         raise ConfigError(f"attack.target must be one of {TARGET_MODES}, got {target_mode!r}")
 
     params = model.params
-    forward = jax.jit(lambda x: model.apply(params, x))
+    apply = jax.jit(model.apply)
+    try:
+        clean_fn = jax.jit(hbjax.defense.heat_and_blur_fn(model, **defense_kwargs))
+    except ValueError as e:
+        raise ConfigError(f"defense/lrp: {e}") from None
 
-    @jax.jit
+    def forward(x):
+        return apply(params, x)
+
     def clean(x, key):
-        return hbjax.defense.heat_and_blur(model, x, key, **defense_kwargs)
+        return clean_fn(params, x, key)
 
     num_classes = model.num_classes
     ndcg_ks = ks + (num_classes,)
@@ -196,7 +200,7 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
         raise ConfigError(f"attack.name: {e}") from None
     params = dict(attack_cfg.get("params", {}) or {})
     targeted = bool(attack_cfg.get("targeted", False))
-    logits_fn = functools.partial(model.apply, model.params)
+    logits_fn = hbjax.attacks.model_logits(model)
     if getattr(attack_fn, "needs_model", False):
         # adaptive attacks act on the defended model and need its parts (LRP, blur)
         params = dict(params, defense=dict(defense_kwargs))
@@ -219,13 +223,3 @@ def check_model_fits_data(model, data: DataSource) -> None:
             f"({data.description}); is it the right checkpoint?"
         )
 
-
-def sample_shape(model) -> tuple[int, int]:
-    return tuple(model.meta.get("input_size", (224, 224)))  # type: ignore[return-value]
-
-
-def first(it: Iterator):
-    return next(iter(it))
-
-
-jnp  # noqa: B018  (re-exported for callers that build custom components)

@@ -24,13 +24,14 @@ class Components:
 
     forward: (x) -> logits of the undefended model.
     attack: (x, labels, key, targets) -> AttackResult (targets None when untargeted).
-    clean: (x, key) -> cleaned images (Heat and Blur, Algorithm 1).
+    clean: (x, key) -> :class:`hbjax.defense.Cleaned` (Heat and Blur, Algorithm 1: the cleaned and
+      blurred images, mask, heatmap, sigma and the logits of x).
     ndcg: (benign_logits, other_logits) -> (B, len(ks) + 1): NDCG@k for ks, then the full NDCG.
     """
 
     forward: Callable[[jax.Array], jax.Array]
     attack: Callable[..., Any]
-    clean: Callable[[jax.Array, jax.Array], jax.Array]
+    clean: Callable[[jax.Array, jax.Array], Any]
     ndcg: Callable[[jax.Array, jax.Array], jax.Array]
     ks: tuple[int, ...]
     targeted: bool
@@ -71,15 +72,15 @@ def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Arra
     targets = choose_targets(logits_b, labels, k_target, c.target_mode) if c.targeted else None
     result = c.attack(x, labels, k_attack, targets)
     x_adv = jnp.clip(result.x_adv, 0.0, 1.0)
-    logits_adv = c.forward(x_adv)
+    cleaned = c.clean(x_adv, k_clean_adv)  # its first forward gives the adversarial logits
+    logits_adv = cleaned.logits
     pred_adv = jnp.argmax(logits_adv, -1)
     adv_label = targets if c.targeted else pred_adv
-    x_cleaned = c.clean(x_adv, k_clean_adv)
-    x_control = c.clean(x, k_clean_benign)
+    control = c.clean(x, k_clean_benign)
     views = {
         "adv": (x_adv, logits_adv),
-        "cleaned": (x_cleaned, c.forward(x_cleaned)),
-        "control": (x_control, c.forward(x_control)),
+        "cleaned": (cleaned.image, c.forward(cleaned.image)),
+        "control": (control.image, c.forward(control.image)),
     }
     cols: dict[str, Any] = {
         "label": labels,
@@ -101,6 +102,9 @@ def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Arra
             cols[f"ndcg{k}_{view}"] = scores[:, i]
         cols[f"ndcg_full_{view}"] = scores[:, len(c.ks)]
         cols[f"l2_{view}"], cols[f"linf_{view}"] = _distances(xv, x)
+    cols["sigma_cleaned"] = cleaned.sigma
+    cols["mask_fraction_cleaned"] = jnp.mean(cleaned.mask.reshape(x.shape[0], -1), axis=1)
+    cols["mask_fraction_control"] = jnp.mean(control.mask.reshape(x.shape[0], -1), axis=1)
     out = {}
     for name, value in cols.items():
         arr = np.asarray(value)
@@ -116,4 +120,4 @@ def column_names(ks: Sequence[int]) -> list[str]:
     for view in ("adv", "cleaned", "control"):
         names += [f"pred_{view}", f"top1_{view}", f"top5_{view}", f"target_hit_{view}"]
         names += [f"ndcg{k}_{view}" for k in ks] + [f"ndcg_full_{view}", f"l2_{view}", f"linf_{view}"]
-    return names
+    return names + ["sigma_cleaned", "mask_fraction_cleaned", "mask_fraction_control"]
