@@ -1,0 +1,178 @@
+"""``hbjax-port``: turns torchvision or Keras VGG weights into an hbjax checkpoint.
+
+    hbjax-port SRC --arch vgg19 --out model.safetensors [--class-names classes.tsv]
+
+SRC is a torchvision state dict (``.pth``/``.pt``, read only with
+``torch.load(weights_only=True)``: no arbitrary objects are unpickled), a state dict in safetensors
+(``.safetensors``) or a Keras weight file (``.h5``: the legacy layout Keras distributes, or a Keras 3
+``*.weights.h5``). Class names come from an ILSVRC ``classes.tsv`` (index, wnid, name) or a text
+file with one name a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from hbjax.models.checkpoint import FORMAT, CheckpointError, describe, load, save
+from hbjax.models.porting import PortingError, from_keras, from_torchvision
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+KERAS_SUFFIXES = (".h5", ".hdf5")
+
+
+class PortError(ValueError):
+    """The source file cannot be read as weights (wrong format, unsafe content, missing tool)."""
+
+
+def read_class_names(path: str) -> tuple[list[str], list[str] | None]:
+    """(names, wnids or None) from an ILSVRC ``classes.tsv`` (index, wnid, name, with or without a
+    header; rows may come in any order, indices must be 0..N-1) or a file of one name a line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f, delimiter="\t") if row and any(row)]
+    except OSError as e:
+        raise PortError(f"cannot read class names from {path}: {e}") from None
+    if rows and rows[0][:1] == ["index"]:
+        rows = rows[1:]
+    if not rows:
+        raise PortError(f"{path}: no class names in the file")
+    if all(len(row) == 1 for row in rows):
+        return [row[0].strip() for row in rows], None
+    if not all(len(row) >= 3 and row[0].strip().isdigit() for row in rows):
+        raise PortError(f"{path}: expected rows 'index<TAB>wnid<TAB>name' or one name a line")
+    rows = sorted(rows, key=lambda row: int(row[0]))
+    indices = [int(row[0]) for row in rows]
+    if indices != list(range(len(rows))):
+        raise PortError(f"{path}: class indices must be 0..{len(rows) - 1} with none missing")
+    return [row[2].strip() for row in rows], [row[1].strip() for row in rows]
+
+
+def _unwrap(obj: Any, path: str) -> dict[str, Any]:
+    """The tensor mapping inside a loaded .pth (a state dict, or one under "state_dict"/"model");
+    a ``module.`` prefix (DataParallel) is removed."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(hasattr(v, "shape") for v in obj.values()):
+        raise PortError(f"{path}: not a state dict (a mapping of tensor names to tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def read_torch(path: str) -> dict[str, Any]:
+    """A torchvision state dict from a .pth file, through ``torch.load(weights_only=True)``."""
+    try:
+        import torch
+    except ImportError:
+        raise PortError(f"{path}: reading .pth files needs torch (pip install torch)") from None
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # UnpicklingError for unsafe content, RuntimeError for corrupt zips
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PortError(
+            f"{path}: torch.load(weights_only=True) refused or failed to read the file ({first}); "
+            "only plain state dicts of tensors are accepted"
+        ) from None
+    return _unwrap(obj, path)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """A state dict stored in safetensors (e.g. ``safetensors.torch.save_file(model.state_dict())``)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            if (f.metadata() or {}).get("format") == FORMAT:
+                raise PortError(f"{path}: already an hbjax checkpoint; load it with hbjax.models.load")
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except PortError:
+        raise
+    except Exception as e:
+        raise PortError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def port(
+    src: str,
+    arch: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    class_ids: Sequence[str] | None = None,
+    input_size: int = 224,
+):
+    """The hbjax Model for the weights in ``src`` (format chosen by the file suffix)."""
+    suffix = os.path.splitext(src)[1].lower()
+    if not os.path.isfile(src):
+        raise PortError(f"{src}: no such file")
+    if suffix in KERAS_SUFFIXES:
+        model = from_keras(arch, src)
+    elif suffix in TORCH_SUFFIXES or suffix == ".safetensors":
+        sd = read_safetensors(src) if suffix == ".safetensors" else read_torch(src)
+        model = from_torchvision(arch, sd, input_size=(input_size, input_size))
+    else:
+        raise PortError(
+            f"{src}: unknown weight file type {suffix!r}; expected one of "
+            f"{TORCH_SUFFIXES + ('.safetensors',) + KERAS_SUFFIXES}"
+        )
+    meta = dict(model.meta, source_file=os.path.basename(src))
+    if class_names is not None:
+        if len(class_names) != model.num_classes:
+            raise PortError(
+                f"{len(class_names)} class names for a model with {model.num_classes} outputs"
+            )
+        meta["class_names"] = list(class_names)
+        if class_ids is not None:
+            meta["class_ids"] = list(class_ids)
+    return model.replace(meta=meta)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hbjax-port",
+        description="Convert torchvision (.pth, .safetensors) or Keras (.h5) VGG weights into an "
+        "hbjax checkpoint.",
+    )
+    parser.add_argument("src", help="weight file: .pth/.pt (torchvision), .safetensors, .h5 (Keras)")
+    parser.add_argument("--arch", required=True, help="vgg11, vgg13, vgg16, vgg19 or vgg*_bn")
+    parser.add_argument("--out", required=True, help="the hbjax checkpoint to write (.safetensors)")
+    parser.add_argument("--class-names", help="ILSVRC classes.tsv (index, wnid, name) or names a line")
+    parser.add_argument(
+        "--input-size", type=int, default=224, help="input side recorded in the metadata (224)"
+    )
+    parser.add_argument(
+        "--fold-batchnorm", action="store_true", help="fold batch norm into the convolutions"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        names, ids = read_class_names(args.class_names) if args.class_names else (None, None)
+        model = port(args.src, args.arch, class_names=names, class_ids=ids, input_size=args.input_size)
+        if args.fold_batchnorm:
+            from hbjax.models.model import fold_batchnorm
+
+            model = fold_batchnorm(model)
+        save(model, args.out)
+        summary = describe(load(args.out))  # read back: the written file loads and checks out
+    except (PortError, PortingError, CheckpointError, OSError) as e:
+        print(f"hbjax-port: error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {args.out}: {summary['arch']}, {summary['num_classes']} classes, "
+        f"{summary['parameters']:,} parameters, from {summary['source']} ({args.src})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
