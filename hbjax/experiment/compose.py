@@ -88,24 +88,22 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
 
         return DataSource(list(folder.class_names), len(chunks), batch, f"folder {folder.base}")
     if source == "tfds":
-        from hbjax.data import tfds_data
+        from hbjax.data import load_tfds
 
         name = _get(cfg, "name", "data")
-        ds = tfds_data.load_split(
-            name,
-            cfg.get("split", "test"),
-            data_dir=cfg.get("data_dir"),
-            manual_dir=cfg.get("manual_dir"),
-            preprocess=preprocess,
-        )
-        images, labels, ids = [], [], []
-        for x, y, i in ds.batches(batch_size, limit=num_examples):
-            images.append(x)
-            labels.append(y)
-            ids.append(i)
-        return DataSource(
-            list(ds.class_names), len(images), lambda b: (images[b], labels[b], ids[b]), f"tfds {name}"
-        )
+        try:
+            ds = load_tfds(
+                name, cfg.get("split", "test"), data_dir=cfg.get("data_dir"),
+                manual_dir=cfg.get("manual_dir"), batch_size=batch_size, preprocess=preprocess,
+                limit=num_examples,
+            )  # fmt: skip
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        batches = []
+        for b, (x, y) in enumerate(ds):
+            ids = [f"{name}/{cfg.get('split', 'test')}/{b * batch_size + i}" for i in range(len(y))]
+            batches.append((x, y, ids))
+        return DataSource(list(ds.class_names), len(batches), batches.__getitem__, f"tfds {name}")
     raise ConfigError(f"data.source {source!r} is not one of folder, tfds")
 
 
