@@ -71,17 +71,15 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     sharding = batch_sharding()
     done = store.finished_batches(run_dir)
     key = jax.random.key(cfg.seed)
-    todo = [b for b in range(data.num_batches) if b not in done]
     bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
     running: dict[str, list] = {}
     stop_after = cfg.get("stop_after_batches")
-    for count, b in enumerate(todo):
+    for count, (b, x, labels, ids) in enumerate(data.iterate(done)):
         if stop_after is not None and count >= stop_after:
             bar.close()
             print(f"hbjax-evaluate: stopped after {count} batches (stop_after_batches); "
                   f"run again with hydra.run.dir={run_dir} to resume", file=sys.stderr)
             return {"stopped": True, "finished_batches": len(done) + count}
-        x, labels, ids = data.batch(b)
         if len(x) == 0:
             store.atomic_write_text(store.part_path(run_dir, b), "")
             bar.update(1)
@@ -133,7 +131,7 @@ def save_panels(cfg: DictConfig, model, data, components, run_dir: str, count: i
     batch 0 (recomputed with batch 0's key), for the Figure 3 panels of ``hbjax-report``."""
     from hbjax.experiment.panels import panel_arrays
 
-    x, labels, _ = data.batch(0)
+    x, labels, _ = data.first_batch()
     x, labels = x[:count], labels[:count]
     arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), 0))
     arrays["class_names"] = np.asarray(data.class_names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -47,12 +47,21 @@ def load_model(cfg: Mapping):
 # ------------------------------------------------------------------------------------------ data
 @dataclasses.dataclass
 class DataSource:
-    """Batches of (images float32 [0, 1] NHWC, labels int32, ids) in a fixed order."""
+    """Batches of (images float32 [0, 1] NHWC, labels int32, ids) in a fixed order, read lazily.
+
+    ``iterate(skip)`` yields ``(batch_index, images, labels, ids)`` for every batch not in ``skip``
+    (finished batches of a resumed run are not decoded again where the source allows it).
+    """
 
     class_names: list[str]
     num_batches: int
-    batch: Callable[[int], tuple[np.ndarray, np.ndarray, list[str]]]
+    iterate: Callable[[set], Iterator[tuple[int, np.ndarray, np.ndarray, list[str]]]]
     description: str
+
+    def first_batch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        for _, x, y, ids in self.iterate(set()):
+            return x, y, ids
+        raise ConfigError(f"{self.description}: no readable image")
 
 
 def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: int) -> DataSource:
@@ -80,13 +89,18 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
             order = order[:num_examples]
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-        def batch(b: int):
-            out = list(folder.batches(len(chunks[b]), indices=chunks[b]))
-            if not out:
-                return np.zeros((0, preprocess.size, preprocess.size, 3), np.float32), np.zeros(0, np.int32), []
-            return out[0]
+        def iterate(skip: set):
+            for b, chunk in enumerate(chunks):
+                if b in skip:
+                    continue
+                out = list(folder.batches(len(chunk), indices=chunk))
+                if out:
+                    x, y, paths = out[0]
+                    yield b, x, y, [os.path.relpath(p, folder.base) for p in paths]
+                else:  # every file of the batch was unreadable
+                    yield b, np.zeros((0, preprocess.size, preprocess.size, 3), np.float32), np.zeros(0, np.int32), []
 
-        return DataSource(list(folder.class_names), len(chunks), batch, f"folder {folder.base}")
+        return DataSource(list(folder.class_names), len(chunks), iterate, f"folder {folder.base}")
     if source == "tfds":
         from hbjax.data import load_tfds
 
@@ -99,11 +113,18 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
             )  # fmt: skip
         except DataError as e:
             raise ConfigError(str(e)) from None
-        batches = []
-        for b, (x, y) in enumerate(ds):
-            ids = [f"{name}/{cfg.get('split', 'test')}/{b * batch_size + i}" for i in range(len(y))]
-            batches.append((x, y, ids))
-        return DataSource(list(ds.class_names), len(batches), batches.__getitem__, f"tfds {name}")
+        total = ds.num_examples if num_examples is None else min(num_examples, ds.num_examples or num_examples)
+        if not total:
+            raise ConfigError(f"tfds {name}: the split holds no examples")
+
+        def iterate(skip: set):
+            for b, (x, y) in enumerate(ds):
+                if b not in skip:
+                    ids = [f"{name}/{cfg.get('split', 'test')}/{b * batch_size + i}" for i in range(len(y))]
+                    yield b, x, y, ids
+
+        num_batches = -(-total // batch_size)
+        return DataSource(list(ds.class_names), num_batches, iterate, f"tfds {name}")
     raise ConfigError(f"data.source {source!r} is not one of folder, tfds")
 
 
