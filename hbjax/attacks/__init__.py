@@ -1,0 +1,83 @@
+"""Adversarial attacks in JAX, all called the same way (foolbox 3's convention)::
+
+    result = hbjax.attacks.pgd(logits_fn, x, labels, key, eps=8/255, norm="linf", steps=20)
+    result = hbjax.attacks.get("carlini_wagner_l2")(logits_fn, x, labels, key, targeted=True,
+                                                     targets=targets, steps=1000)
+    result.x_adv, result.success, result.l2, result.linf, result.model_calls
+
+``logits_fn(x) -> logits`` is any pure function of a batch in [0, 1]; hyper-parameters are
+keyword-only. The adaptive attacks on Heat and Blur (``adaptive_heatmap``, ``bpda_eot``) take the
+:class:`hbjax.models.Model` in place of ``logits_fn`` (they need its LRP heatmaps) and the defense's
+settings as ``defense=``; they carry ``needs_model = True``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from hbjax.attacks.adaptive import adaptive_heatmap, bpda_eot
+from hbjax.attacks.base import (
+    LOOPS,
+    LOSSES,
+    NORMS,
+    AttackResult,
+    as_pytree_fn,
+    attack_loss,
+    clip_to_ball,
+    distances,
+    is_adversarial,
+    iterate,
+    margin,
+    model_logits,
+    project,
+    random_in_ball,
+)
+from hbjax.attacks.boundary import blended_noise_start, boundary
+from hbjax.attacks.cw import carlini_wagner_l2
+from hbjax.attacks.lbfgs import lbfgs
+from hbjax.attacks.pgd import fgsm, pgd
+
+ATTACKS: dict[str, Callable] = {
+    "fgsm": fgsm,
+    "pgd": pgd,
+    "carlini_wagner_l2": carlini_wagner_l2,
+    "lbfgs": lbfgs,
+    "boundary": boundary,
+    "adaptive_heatmap": adaptive_heatmap,
+    "bpda_eot": bpda_eot,
+}
+ALIASES = {"cw": "carlini_wagner_l2", "cw_l2": "carlini_wagner_l2", "bpda": "bpda_eot"}
+
+
+def names() -> list[str]:
+    """The registered attack names (aliases: ``cw``, ``cw_l2``, ``bpda``)."""
+    return sorted(ATTACKS)
+
+
+def get(name: str) -> Callable:
+    """The attack registered as ``name`` (or one of its aliases); KeyError naming the choices."""
+    key = ALIASES.get(name, name)
+    if key not in ATTACKS:
+        raise KeyError(f"unknown attack {name!r}; expected one of {names()} (aliases {sorted(ALIASES)})")
+    return ATTACKS[key]
+
+
+def register(name: str, attack: Callable | None = None):
+    """Registers an attack under ``name`` (usable as a decorator); it must follow the common call
+    ``attack(logits_fn, x, labels, key, *, targeted=False, targets=None, ...) -> AttackResult``."""
+
+    def add(fn: Callable) -> Callable:
+        if name in ATTACKS or name in ALIASES:
+            raise ValueError(f"an attack named {name!r} is already registered")
+        ATTACKS[name] = fn
+        return fn
+
+    return add(attack) if attack is not None else add
+
+
+__all__ = [
+    "ALIASES", "ATTACKS", "LOOPS", "LOSSES", "NORMS", "AttackResult", "adaptive_heatmap",
+    "as_pytree_fn", "attack_loss", "blended_noise_start", "boundary", "bpda_eot",
+    "carlini_wagner_l2", "clip_to_ball", "distances", "fgsm", "get", "is_adversarial", "iterate",
+    "lbfgs", "margin", "model_logits", "names", "pgd", "project", "random_in_ball", "register",
+]  # fmt: skip
