@@ -2,6 +2,7 @@
 adversarial examples, in JAX: LRP heatmaps, the defense, the NDCG measure and attacks."""
 
 from hbjax import lrp, models
+from hbjax import attacks
 
 __version__ = "0.1.0"
-__all__ = ["lrp", "models"]
+__all__ = ["attacks", "lrp", "models"]
