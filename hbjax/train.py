@@ -45,6 +45,7 @@ class TrainConfig:
     limit_per_class: int | None = None
     test_limit_per_class: int | None = None
     stop_after: int | None = None  # stop after this epoch (resume later with the same out_dir)
+    init_from: str | None = None  # start from the weights of another run's train_state.msgpack
 
 
 def augment(images_u8: jnp.ndarray, key: jax.Array, pad: int) -> jnp.ndarray:
@@ -161,6 +162,16 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Mode
     history: list[dict] = []
     state_path = os.path.join(cfg.out_dir, "train_state.msgpack")
     start_epoch = 0
+    if cfg.init_from and not os.path.exists(state_path):
+        # a further cycle from trained weights (warm restart): weights and BN statistics only,
+        # a fresh optimizer and schedule
+        with open(cfg.init_from, "rb") as f:
+            saved = flax.serialization.msgpack_restore(f.read())["state"]
+        state["params"] = flax.serialization.from_state_dict(state["params"], saved["params"])
+        state["batch_stats"] = flax.serialization.from_state_dict(
+            state["batch_stats"], saved["batch_stats"]
+        )
+        log(f"initialised from {cfg.init_from}")
     if os.path.exists(state_path):
         with open(state_path, "rb") as f:
             saved = flax.serialization.msgpack_restore(f.read())
