@@ -11,6 +11,7 @@ same directory resumes after the last one), ``examples.csv`` (one row per image)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -139,6 +140,10 @@ def save_panels(cfg: DictConfig, model, data, components, run_dir: str, count: i
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
+
+
+# jax logs at INFO that it found no TPU; Hydra's logging configuration would print it on every run
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 @hydra.main(config_path=config_dir(), config_name="evaluate", version_base="1.3")

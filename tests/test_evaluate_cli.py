@@ -1,0 +1,127 @@
+"""hbjax-evaluate end to end through the real CLI on a few shared CIFAR-10 images: a run and its
+files, a two-value sigma sweep and its report, resume after an interruption, sharding over four
+host devices, and one-line errors on bad input before any work starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hbjax.experiment import store
+
+SMOKE = ["experiment=smoke", "progress=false"]
+
+
+def _evaluate(args, *, env=None, check=True):
+    full_env = dict(os.environ, **(env or {}))
+    out = subprocess.run(
+        [sys.executable, "-m", "hbjax.evaluate", *args], capture_output=True, text=True, env=full_env
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"hbjax-evaluate failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def _data_override(cifar10_dir):
+    return [f"data.root={cifar10_dir}"]
+
+
+@pytest.fixture(scope="module")
+def full_run(cifar10_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    _evaluate([*SMOKE, *_data_override(cifar10_dir), f"hydra.run.dir={run_dir}"])
+    return run_dir
+
+
+def test_a_run_writes_its_files(full_run):
+    for name in ("examples.csv", "results.json", "panels.npz", "experiment.json", ".hydra/config.yaml"):
+        assert (full_run / name).exists(), name
+    rows = store.read_csv(str(full_run / "examples.csv"))
+    assert len(rows["label"]) == 8
+    summary = json.loads((full_run / "results.json").read_text())
+    assert summary["n_images"] == 8
+    assert 0.0 <= summary["cleaned"]["top1"] <= 1.0
+    assert summary["n_attack_success"] + summary["n_attack_failed"] == summary["n_correct"]
+    with np.load(full_run / "panels.npz", allow_pickle=False) as z:
+        assert z["x"].shape == (2, 32, 32, 3) and z["mask"].shape == (2, 32, 32)
+
+
+def test_resume_after_an_interruption_gives_the_same_results(full_run, cifar10_dir, tmp_path):
+    args = [*SMOKE, *_data_override(cifar10_dir), f"hydra.run.dir={tmp_path}"]
+    first = _evaluate([*args, "stop_after_batches=1"])
+    assert "stopped after 1 batches" in first.stderr
+    assert store.finished_batches(str(tmp_path)) == {0}
+    assert not (tmp_path / "results.json").exists()
+    _evaluate(args)
+    a = store.read_csv(str(full_run / "examples.csv"))
+    b = store.read_csv(str(tmp_path / "examples.csv"))
+    assert a == b
+
+
+def test_sharding_over_four_devices_gives_the_same_results(full_run, cifar10_dir, tmp_path):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    _evaluate([*SMOKE, *_data_override(cifar10_dir), f"hydra.run.dir={tmp_path}"], env=env)
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert len(summary["devices"]) == 4
+    a = store.read_csv(str(full_run / "examples.csv"))
+    b = store.read_csv(str(tmp_path / "examples.csv"))
+    assert a.keys() == b.keys()
+    for name in a:
+        if name.startswith(("ndcg", "l2", "linf")):
+            np.testing.assert_allclose(np.asarray(a[name], float), np.asarray(b[name], float), atol=1e-5)
+        else:
+            assert a[name] == b[name], name
+
+
+def test_sigma_sweep_and_report(cifar10_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    _evaluate(["-m", *SMOKE, *_data_override(cifar10_dir), "num_examples=4", "defense.sigma=0.8,1.5",
+               "attack=fgsm", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    runs = sorted(p for p in os.listdir(sweep) if (sweep / p / "results.json").exists())
+    assert len(runs) == 2
+    out = subprocess.run([sys.executable, "-m", "hbjax.report", str(sweep)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    table = (sweep / "table.md").read_text()
+    assert "| 0.8 |" in table and "| 1.5 |" in table
+    for name in ("fig4_sigma.png", "fig5_ndcg.png", "fig3_0.png"):
+        with Image.open(sweep / name) as img:
+            assert img.format == "PNG"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data.root=/no/such/folder"], "does not exist"),
+    (["defense.sigma=-1"], "sigma must be positive"),
+    (["attack.target=nobody"], "attack.target"),
+])  # fmt: skip
+def test_bad_input_is_a_one_line_error_before_any_work(args, message, cifar10_dir, tmp_path):
+    out = _evaluate([*SMOKE, *_data_override(cifar10_dir), *args, f"hydra.run.dir={tmp_path}"], check=False)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len([ln for ln in out.stderr.splitlines() if "error" in ln]) == 1
+    assert not (tmp_path / "parts").exists()
+
+
+def test_empty_data_folder_and_wrong_checkpoint_are_clear_errors(cifar10_dir, tmp_path):
+    import hbjax
+
+    (tmp_path / "empty" / "test" / "cat").mkdir(parents=True)
+    out = _evaluate([*SMOKE, f"data.root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'r1'}"], check=False)
+    assert out.returncode == 2 and "holds no images" in out.stderr
+    ckpt = tmp_path / "five_classes.safetensors"
+    hbjax.models.save(hbjax.models.vgg_cifar(width=0.0625, num_classes=5), ckpt)
+    out = _evaluate([*SMOKE, *_data_override(cifar10_dir), "model=checkpoint", f"model.name={ckpt}",
+                     f"hydra.run.dir={tmp_path / 'r2'}"], check=False)  # fmt: skip
+    assert out.returncode == 2 and "5 classes" in out.stderr and "10" in out.stderr
+
+
+def test_unknown_config_key_fails(cifar10_dir, tmp_path):
+    out = _evaluate([*SMOKE, "no_such_key=1", f"hydra.run.dir={tmp_path}"], check=False)
+    assert out.returncode != 0
+    assert "no_such_key" in out.stderr
