@@ -42,3 +42,41 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 m.running_mean.copy_(0.5 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
     return model.eval()
+
+
+def random_model(model_fn, *args, seed: int = 0, **kwargs):
+    """``model_fn(*args, **kwargs)`` (e.g. ``hbjax.models.vgg_cifar``) with random numpy weights:
+    He-normal kernels, non-zero biases and batch-norm statistics.
+
+    Flax's own initialisation is skipped (``jax.eval_shape`` gives the shapes), which saves the
+    tests several seconds of compilation a model on a small CPU.
+    """
+    import jax
+
+    from hbjax.models import model as model_lib
+    from hbjax.models.checkpoint import expected_shapes
+
+    def shapes_only(layers, normalization, key, input_size):
+        flat = expected_shapes(tuple(layers), normalization, input_size)
+        rng = np.random.default_rng(seed)
+        variables: dict = {}
+        for name, shape in flat.items():
+            collection, layer, param = name.split("/")
+            if param == "kernel":
+                value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+            elif param in ("scale", "var"):
+                value = rng.uniform(0.5, 1.5, shape)
+            else:  # bias, mean
+                value = rng.normal(0.0, 0.1, shape)
+            variables.setdefault(collection, {}).setdefault(layer, {})[param] = value.astype(
+                np.float32
+            )
+        return variables
+
+    original = model_lib.init_params
+    model_lib.init_params = shapes_only
+    try:
+        model = model_fn(*args, key=jax.random.key(seed), **kwargs)
+    finally:
+        model_lib.init_params = original
+    return model

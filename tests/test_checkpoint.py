@@ -14,13 +14,14 @@ from safetensors.numpy import load_file, save_file
 
 import hbjax
 from hbjax.models import CheckpointError
+from tests._porting import random_model
 
 
 @pytest.fixture(scope="module")
 def model() -> hbjax.models.Model:
     """A small ImageNet-layout VGG (narrow, small classifier) with class names."""
-    return hbjax.models.vgg(
-        "vgg11", key=jax.random.key(1), num_classes=5, width=0.0625, classifier=(32,),
+    return random_model(
+        hbjax.models.vgg, "vgg11", seed=1, num_classes=5, width=0.0625, classifier=(32,),
         class_names=["a", "b", "c", "d", "e"], input_size=(64, 64),
     )  # fmt: skip
 
@@ -50,16 +51,17 @@ def test_round_trip(model, saved, x):
     assert loaded.meta == model.meta
     assert loaded.layers == model.layers and loaded.normalization == model.normalization
     assert loaded.class_names == ["a", "b", "c", "d", "e"]
+    forward = jax.jit(model.apply)  # the same layers: one compilation for both parameter sets
     np.testing.assert_array_equal(
-        np.asarray(loaded.apply(loaded.params, x)), np.asarray(model.apply(model.params, x))
+        np.asarray(forward(loaded.params, x)), np.asarray(forward(model.params, x))
     )
 
 
 def test_round_trip_batchnorm_and_bgr(tmp_path, x):
     """Batch statistics and a Keras-style (BGR) normalisation survive too."""
     norm = hbjax.models.Normalization((0.4, 0.45, 0.5), (1 / 255,) * 3, channel_order="BGR")
-    model = hbjax.models.vgg(
-        "vgg11", num_classes=3, width=0.0625, classifier=(), batchnorm=True, normalization=norm,
+    model = random_model(
+        hbjax.models.vgg, "vgg11", num_classes=3, width=0.0625, classifier=(), batchnorm=True, normalization=norm,
         input_size=(32, 32),
     )  # fmt: skip
     loaded = hbjax.models.load(hbjax.models.save(model, tmp_path / "bn.safetensors"))

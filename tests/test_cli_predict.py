@@ -14,6 +14,7 @@ import pytest
 import hbjax
 from hbjax.cli.predict import preprocess_for
 from hbjax.data import ImageFolder, Preprocess
+from tests._porting import random_model
 
 
 def run_predict(*args) -> subprocess.CompletedProcess:
@@ -25,7 +26,7 @@ def run_predict(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cifar_model(tmp_path_factory) -> tuple[hbjax.models.Model, str]:
-    model = hbjax.models.vgg_cifar(width=0.125, key=jax.random.key(4))
+    model = random_model(hbjax.models.vgg_cifar, width=0.125, seed=4)
     path = tmp_path_factory.mktemp("predict") / "cifar.safetensors"
     return model, hbjax.models.save(model, path)
 
@@ -75,7 +76,8 @@ def test_predict_json_matches_the_model(cifar_model, image_dir):
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [r["path"] for r in records] == [str(f) for f in files]
     x = np.stack([hbjax.data.load_image(str(f), Preprocess("cifar")) for f in files]) / np.float32(255)
-    probs = np.asarray(jax.nn.softmax(model.apply(model.params, x.astype(np.float32)), axis=-1))
+    logits = jax.jit(model.apply)(model.params, x.astype(np.float32))
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     for record, p in zip(records, probs):
         assert len(record["top"]) == 3
         assert [t["index"] for t in record["top"]] == list(np.argsort(-p)[:3])
@@ -86,8 +88,8 @@ def test_predict_json_matches_the_model(cifar_model, image_dir):
 
 def test_predict_imagenet_model_uses_imagenet_preprocessing(tmp_path, imagenet_sample):
     names = [line.split("\t")[2] for line in (imagenet_sample / "classes.tsv").read_text().splitlines()[1:]]
-    model = hbjax.models.vgg(
-        "vgg11", key=jax.random.key(5), width=0.0625, classifier=(32,), class_names=names,
+    model = random_model(
+        hbjax.models.vgg, "vgg11", seed=5, width=0.0625, classifier=(32,), class_names=names,
     )  # fmt: skip
     assert preprocess_for(model.meta) == Preprocess("imagenet")
     path = hbjax.models.save(model, tmp_path / "imagenet.safetensors")
@@ -96,7 +98,7 @@ def test_predict_imagenet_model_uses_imagenet_preprocessing(tmp_path, imagenet_s
     result = run_predict(*files, "--model", path, "--json", "--batch-size", "4")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    probs = np.asarray(jax.nn.softmax(model.apply(model.params, x), axis=-1))
+    probs = np.asarray(jax.nn.softmax(jax.jit(model.apply)(model.params, x), axis=-1))
     for record, p in zip(records, probs):
         top = record["top"]
         assert len(top) == 5 and top[0]["class"] == names[top[0]["index"]]

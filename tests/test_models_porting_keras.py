@@ -10,6 +10,8 @@ model takes RGB in [0, 1].
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -129,3 +131,18 @@ def test_keras_errors(tmp_path):
         hbjax.models.from_keras("vgg19", empty)
     with pytest.raises(PortingError, match="no batch norm"):
         hbjax.models.from_keras("vgg19_bn", empty)
+
+
+def test_port_cli_keras_file(keras_files, tmp_path):
+    """``hbjax-port`` on the legacy Keras file gives the weights from_keras gives."""
+    arch, _, _, legacy = keras_files
+    out = tmp_path / f"{arch}.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "hbjax.cli.port", legacy, "--arch", arch, "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ported, direct = hbjax.models.load(out), hbjax.models.from_keras(arch, legacy)
+    assert ported.normalization == direct.normalization and ported.meta["source"] == "keras"
+    for a, b in zip(jax.tree.leaves(ported.params), jax.tree.leaves(direct.params)):
+        np.testing.assert_array_equal(a, b)
