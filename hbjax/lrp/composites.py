@@ -20,6 +20,8 @@ name                           input layer    other convs    dense layers
 ``lrp0``                       LRP-0          LRP-0          LRP-0
 =============================  =============  =============  ==============
 
+(``lrp0`` also drops the stabiliser of the pooling rule, so that it equals gradient x input.)
+
 A custom composite comes from a mapping (a Hydra config), e.g.
 ``{"base": "epsilon_plus_flat", "first": "zbox", "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}},
 "names": {"fc3": "lrp0"}}``.
@@ -126,8 +128,10 @@ def epsilon_all(epsilon: float = 1e-6) -> Composite:
 
 
 def lrp0_all() -> Composite:
-    """LRP-0 on every conv and dense layer (gradient x input on a bias-free ReLU network)."""
-    return _composite("lrp0", R.lrp0(), R.lrp0())
+    """LRP-0 on every conv and dense layer, and the unstabilised normalisation rule on average
+    pooling: gradient x input on a bias-free ReLU network (with the logit as R_top)."""
+    kinds = (("conv", R.lrp0()), ("dense", R.lrp0()), ("adaptive_avgpool", R.norm(0.0)))
+    return Composite("lrp0", None, kinds)
 
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {

@@ -58,8 +58,8 @@ class LinearOp:
 
     def transpose(self, g: jnp.ndarray, w: jnp.ndarray | None, in_shape: tuple[int, ...]) -> jnp.ndarray:
         """op^T(g; W): the gradient of <op(a, W), g> with respect to a, for a of shape in_shape."""
-        if self.kind == "dense":
-            return g @ w.T
+        if self.kind == "dense":  # g W^T without materialising W^T
+            return lax.dot_general(g, w, (((1,), (1,)), ((), ())))
         if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
             return g
         (a_bar,) = jax.linear_transpose(
