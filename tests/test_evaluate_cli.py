@@ -82,7 +82,7 @@ def test_sharding_over_four_devices_gives_the_same_results(full_run, cifar10_dir
 def test_sigma_sweep_and_report(cifar10_dir, tmp_path):
     sweep = tmp_path / "sweep"
     _evaluate(["-m", *SMOKE, *_data_override(cifar10_dir), "num_examples=4", "defense.sigma=0.8,1.5",
-               "attack=fgsm", f"hydra.sweep.dir={sweep}"])  # fmt: skip
+               f"hydra.sweep.dir={sweep}"])  # fmt: skip
     runs = sorted(p for p in os.listdir(sweep) if (sweep / p / "results.json").exists())
     assert len(runs) == 2
     out = subprocess.run([sys.executable, "-m", "hbjax.report", str(sweep)], capture_output=True, text=True)
@@ -125,3 +125,9 @@ def test_unknown_config_key_fails(cifar10_dir, tmp_path):
     out = _evaluate([*SMOKE, "no_such_key=1", f"hydra.run.dir={tmp_path}"], check=False)
     assert out.returncode != 0
     assert "no_such_key" in out.stderr
+
+
+def test_unknown_attack_option_is_a_config_error(cifar10_dir, tmp_path):
+    out = _evaluate([*SMOKE, *_data_override(cifar10_dir), "attack=fgsm", f"hydra.run.dir={tmp_path}"], check=False)
+    assert out.returncode == 2
+    assert "fgsm takes no ['steps']" in out.stderr

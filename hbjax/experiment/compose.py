@@ -4,6 +4,7 @@ the model, the data source, the attack, the defense, the LRP composite and the N
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any, Callable, Iterator, Mapping
 
@@ -218,6 +219,13 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
     except (KeyError, ValueError) as e:
         raise ConfigError(f"attack.name: {e}") from None
     params = dict(attack_cfg.get("params", {}) or {})
+    accepted = inspect.signature(attack_fn).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"attack.params: {name} takes no {unknown}; its options are "
+            f"{sorted(k for k, p in accepted.items() if p.kind == p.KEYWORD_ONLY)}"
+        )
     targeted = bool(attack_cfg.get("targeted", False))
     logits_fn = hbjax.attacks.model_logits(model)
     if getattr(attack_fn, "needs_model", False):
