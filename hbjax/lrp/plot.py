@@ -17,6 +17,7 @@ def plot_panels(
     columns: Sequence[tuple[str, np.ndarray]],
     *,
     row_titles: Sequence[Sequence[str]] | None = None,
+    title: str | None = None,
     cmap: str = "bwr",
     panel_size: float = 2.4,
 ):
@@ -27,6 +28,7 @@ def plot_panels(
       columns: (title, array) pairs; a float (N, H, W) array is a heatmap (colour map ``cmap``,
         symmetric limits +-max|h| per image, so white is zero), a bool one a mask (black/white).
       row_titles: per row, one title per panel (image first), overriding the column titles.
+      title: the figure's title.
     """
     import matplotlib
 
@@ -37,7 +39,7 @@ def plot_panels(
     fig, axes = plt.subplots(n, ncol, figsize=(panel_size * ncol, panel_size * n + 0.3), squeeze=False)
     for i in range(n):
         panels = [("image", np.asarray(images[i]))] + [(t, np.asarray(a[i])) for t, a in columns]
-        for j, (title, a) in enumerate(panels):
+        for j, (label, a) in enumerate(panels):
             ax = axes[i, j]
             if a.ndim == 3:
                 ax.imshow(np.clip(a, 0, 1))
@@ -46,11 +48,11 @@ def plot_panels(
             else:
                 vmax = float(np.max(np.abs(a))) or 1.0
                 ax.imshow(a, cmap=cmap, vmin=-vmax, vmax=vmax)
-            if row_titles is not None:
-                title = row_titles[i][j]
-            ax.set_title(title, fontsize=8)
+            ax.set_title(row_titles[i][j] if row_titles is not None else label, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -66,10 +68,11 @@ def explain_figure(
     k: float = 2.0,
     fraction: float = 0.05,
     class_names: Sequence[str] | None = None,
+    title: str | None = None,
 ):
     """Figure for images x (N, H, W, 3): each image, its heatmap for the predicted class, for the
     class ranked ``other_rank`` (2..5: another top-5 class), and the predicted class's binarised
-    mask (:func:`hbjax.lrp.binarize` with ``rule``, ``k``, ``fraction``)."""
+    mask (:func:`hbjax.lrp.binarize` with ``rule``, ``k``, ``fraction``); ``title`` on top."""
     if not 2 <= other_rank <= 5:
         raise ValueError(f"other_rank must be 2..5 (a top-5 class other than the prediction), got {other_rank}")
     x = jnp.asarray(x)
@@ -97,4 +100,4 @@ def explain_figure(
             f"mask ({rule}), {int(np.asarray(mask[i]).sum())} px",
         ])  # fmt: skip
     columns = [("predicted", np.asarray(h_pred)), ("other", np.asarray(h_other)), ("mask", np.asarray(mask))]
-    return plot_panels(np.asarray(x), columns, row_titles=rows)
+    return plot_panels(np.asarray(x), columns, row_titles=rows, title=title)
