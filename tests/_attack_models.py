@@ -54,10 +54,10 @@ def cifar_arrays(root: str, split: str, limit_per_class: int) -> tuple[np.ndarra
 
 @functools.lru_cache(maxsize=None)
 def trained_cnn(root: str, seconds: float = 60.0, seed: int = 0) -> tuple[Model, float]:
-    """A small CNN trained with Adam for about ``seconds`` (whole epochs over 20,000 training
+    """A small CNN trained with Adam for about ``seconds`` (whole epochs over 10,000 training
     images, at least one) with random flips; returns the model and its accuracy on 1,000 test
     images. Cached per process, so every test module shares one training."""
-    x_train, y_train = cifar_arrays(root, "train", 2000)
+    x_train, y_train = cifar_arrays(root, "train", 1000)
     model = small_cnn(jax.random.key(seed))
     tx = optax.adam(2e-3)
     params = model.params
