@@ -40,8 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax.lrp.composites import Composite, get_composite
-from hbjax.lrp.network import build_plan, forward
-from hbjax.models.layers import LayerSpec
+from hbjax.lrp.network import Step, build_plan, forward
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -95,15 +94,12 @@ def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bo
 
 @functools.lru_cache(maxsize=32)
 def _compiled(
-    layers: tuple[LayerSpec, ...],
+    plan: tuple[Step, ...],
     normalization: Normalization,
-    composite: Composite,
     method: str,
     scale_by_logit: bool,
     output: str,
 ) -> ExplainFn:
-    plan = build_plan(layers, composite)
-
     def explain(variables, x, targets=None):
         r, logits = _explain(plan, normalization, method, scale_by_logit, variables, x, targets)
         if output == "heatmap":
@@ -135,16 +131,14 @@ def relevance_fn(
 
     Call it inside your own ``jax.jit`` with the variables as an argument (not closed over), e.g.
     ``fn(model.params, x)``; ``targets=None`` explains the argmax of the logits. It does not check
-    its arguments (the wrappers do). Functions are cached on the architecture, normalisation,
-    composite and method, so repeated calls reuse one compilation.
+    its arguments (the wrappers do). Functions are cached on the layers with their rules, the
+    normalisation and the method, so repeated calls reuse one compilation.
     """
     _check_method(method, scale_by_logit)
     if output not in ("relevance", "heatmap"):
         raise ValueError(f"output must be 'relevance' or 'heatmap', got {output!r}")
-    comp = get_composite(composite)
-    return _compiled(
-        tuple(model.layers), model.normalization, comp, method, bool(scale_by_logit), output
-    )
+    plan = build_plan(tuple(model.layers), get_composite(composite))
+    return _compiled(plan, model.normalization, method, bool(scale_by_logit), output)
 
 
 def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | None:

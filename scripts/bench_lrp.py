@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Benchmark: hbjax LRP against the jitted JAX forward and against zennit, same weights and inputs.
+
+VGG19 (torchvision layout, random weights with random biases in [-0.05, 0.05]), 224x224, batch 8,
+on the CPU:
+
+- ``forward_s``: the jitted JAX forward (``model.apply``);
+- ``lrp_s``: ``hbjax.lrp.relevance_fn(model, "epsilon_plus_flat")`` (one jitted function: the
+  forward, the z+ forwards, one backward), the function behind ``hbjax.lrp.relevance``;
+- ``zennit_s``: zennit's ``EpsilonPlusFlat`` through ``zennit.attribution.Gradient`` on the same
+  torchvision network (and ``torch_forward_s``, a plain torch forward, for scale).
+
+The four are timed in interleaved rounds (forward, LRP, zennit, torch forward, then again) after a
+warm-up round, so that other load on the machine hits all of them alike. The ratios are the medians
+over the rounds of each round's ratio (the two timings of a ratio are taken back to back, which
+keeps them robust when the load on the machine changes); ``*_s`` are the best times and
+``ratios_of_best`` the ratios of those. zennit runs as a user would call it on a torchvision model
+(parameters left with ``requires_grad``). Memory: the peak
+growth of the resident set during each call (sampled every 2 ms from /proc/self/statm), in the
+warm-up call (compilation included for JAX) and in the timed calls, and XLA's own account of the
+compiled LRP function (``memory_analysis``: arguments, outputs, temporaries).
+
+The last line printed is a JSON object with ``lrp_over_forward`` and ``zennit_over_hbjax``.
+
+    python scripts/bench_lrp.py                       # bar: lrp_over_forward <= 3.2, zennit_over_hbjax >= 2
+    python scripts/bench_lrp.py --batch 2 --size 128 --rounds 2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import threading
+import time
+
+import numpy as np
+
+MIB = 1024.0 * 1024.0
+
+
+class RssPeak:
+    """Peak resident-set growth (MiB) while the block runs, sampled by a thread."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.peak_mib = 0.0
+
+    def rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self.page
+        except OSError:  # not Linux: the process's lifetime peak only
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def __enter__(self):
+        self.base = self.rss()
+        self.high = self.base
+        self.stop = threading.Event()
+
+        def sample():
+            while not self.stop.is_set():
+                self.high = max(self.high, self.rss())
+                time.sleep(self.interval)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.high = max(self.high, self.rss())
+        self.peak_mib = (self.high - self.base) / MIB
+        return False
+
+
+def torch_vgg(arch: str, seed: int):
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, arch)(weights=None).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.05, 0.05)
+    return net
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="vgg19")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round")
+    p.add_argument("--composite", default="epsilon_plus_flat",
+                   help="hbjax composite (zennit runs EpsilonPlusFlat)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+
+    import hbjax
+    from hbjax import lrp
+
+    net = torch_vgg(args.arch, args.seed)
+    model = hbjax.models.from_torchvision(args.arch, net.state_dict())
+    params = jax.device_put(model.params)
+    model = model.replace(params=params)
+
+    rng = np.random.default_rng(args.seed)
+    x_np = rng.uniform(0.0, 1.0, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    targets_np = (np.arange(args.batch) * 97) % model.num_classes
+    x = jnp.asarray(x_np)
+    targets = jnp.asarray(targets_np, jnp.int32)
+    mean, std = np.asarray(model.normalization.mean), np.asarray(model.normalization.std)
+    xn_torch = torch.tensor(((x_np - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32)
+    onehot = torch.eye(model.num_classes)[targets_np]
+
+    forward = jax.jit(model.apply)
+    explain = lrp.relevance_fn(model, args.composite)
+
+    def jax_forward():
+        forward(params, x).block_until_ready()
+
+    def hbjax_lrp():
+        explain(params, x, targets)[0].block_until_ready()
+
+    def torch_forward():
+        with torch.no_grad():
+            net(xn_torch)
+
+    def zennit_lrp():
+        xr = xn_torch.clone().requires_grad_(True)
+        with Gradient(net, EpsilonPlusFlat()) as attributor:
+            attributor(xr, onehot)
+
+    parts = {"forward": jax_forward, "lrp": hbjax_lrp, "zennit": zennit_lrp, "torch_forward": torch_forward}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    warm_mib: dict[str, float] = {}
+    run_mib: dict[str, float] = {k: 0.0 for k in parts}
+    for r in range(args.rounds + 1):
+        for name, fn in parts.items():
+            with RssPeak() as peak:
+                start = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - start
+            if r == 0:
+                warm_mib[name] = peak.peak_mib
+            else:
+                times[name].append(elapsed)
+                run_mib[name] = max(run_mib[name], peak.peak_mib)
+        if r:
+            print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+
+    analysis = explain.lower(params, x, targets).compile().memory_analysis()
+    xla_mib = None
+    if analysis is not None:
+        xla_mib = {
+            "arguments": analysis.argument_size_in_bytes / MIB,
+            "outputs": analysis.output_size_in_bytes / MIB,
+            "temporaries": analysis.temp_size_in_bytes / MIB,
+        }
+    best = {k: min(v) for k, v in times.items()}
+    t = {k: np.asarray(v) for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median(t[a] / t[b]))
+
+    result = {
+        "arch": args.arch,
+        "input": [args.batch, args.size, args.size, 3],
+        "composite": args.composite,
+        "rounds": args.rounds,
+        "cpu_count": os.cpu_count(),
+        "forward_s": best["forward"],
+        "lrp_s": best["lrp"],
+        "torch_forward_s": best["torch_forward"],
+        "zennit_s": best["zennit"],
+        "median_s": {k: float(np.median(v)) for k, v in times.items()},
+        "rss_growth_warmup_mib": warm_mib,
+        "rss_growth_mib": run_mib,
+        "xla_lrp_memory_mib": xla_mib,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "ratios_of_best": {
+            "lrp_over_forward": best["lrp"] / best["forward"],
+            "zennit_over_hbjax": best["zennit"] / best["lrp"],
+            "zennit_over_torch_forward": best["zennit"] / best["torch_forward"],
+        },
+        "lrp_over_forward": ratio("lrp", "forward"),
+        "zennit_over_hbjax": ratio("zennit", "lrp"),
+        "zennit_over_torch_forward": ratio("zennit", "torch_forward"),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
