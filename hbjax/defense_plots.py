@@ -83,7 +83,7 @@ def panel(
     heat = np.asarray(cleaned.heatmap, np.float32)
     sigma = np.asarray(cleaned.sigma)
     cols = 5 if heatmap else 4
-    fig = Figure(figsize=(2.1 * cols, 2.3 * n_img + (0.4 if title else 0)), dpi=110)
+    fig = Figure(figsize=(2.1 * cols, 2.5 * n_img + (0.4 if title else 0)), dpi=110)
     axes = fig.subplots(n_img, cols, squeeze=False)
     for i in range(n_img):
         row = iter(axes[i])
