@@ -76,3 +76,15 @@ def test_clean_cli_errors(tmp_path, capsys):
     assert clean_cli.main([str(img), "--model", "random:vgg11_cifar", "--sigma", "1.2", "0.8", "--out", str(tmp_path)]) == 1
     assert "low <= high" in capsys.readouterr().err
     assert clean_cli.main([str(img), "--model", "random:resnet", "--out", str(tmp_path)]) == 1
+
+
+def test_clean_cli_class_names(tmp_path, capsys):
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(img)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class_{i}" for i in range(10)) + "\n")
+    rc = clean_cli.main([str(img), "--model", "random:vgg11_cifar", "--class-names", str(names), "--out", str(tmp_path / "o")])
+    assert rc == 0 and "class_" in capsys.readouterr().out
+    names.write_text("a\nb\n")
+    rc = clean_cli.main([str(img), "--model", "random:vgg11_cifar", "--class-names", str(names), "--out", str(tmp_path / "o")])
+    assert rc == 1 and "names 2 classes" in capsys.readouterr().err
