@@ -56,6 +56,11 @@ def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+@jax.jit
+def _row_sums(x: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum(x, axis=-1)
+
+
 def _check_logits(benign_logits: Any, other_logits: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
     b, a = jnp.asarray(benign_logits), jnp.asarray(other_logits)
     if b.ndim != 2:
@@ -69,8 +74,12 @@ def _check_logits(benign_logits: Any, other_logits: Any) -> tuple[jnp.ndarray, j
     for name, x in (("benign_logits", b), ("other_logits", a)):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"{name} must be floating point; got dtype {x.dtype}")
-        if _is_concrete(x) and not bool(jnp.isfinite(x).all()):
-            bad = np.argwhere(~np.isfinite(np.asarray(x)))[0]
+        # a nan or inf anywhere makes its row's sum non-finite (one cheap pass)
+        if _is_concrete(x) and not bool(jnp.isfinite(_row_sums(x)).all()):
+            bad = np.argwhere(~np.isfinite(np.asarray(x)))
+            if not len(bad):  # finite values whose sum overflows
+                raise ValueError(f"{name} are too large: a row's sum overflows {x.dtype}")
+            bad = bad[0]
             raise ValueError(f"{name} must be finite; found {np.asarray(x)[tuple(bad)]} at {tuple(bad)}")
     dtype = jnp.result_type(jnp.float32, b.dtype, a.dtype)
     return b.astype(dtype), a.astype(dtype)
@@ -261,7 +270,7 @@ def _benign_top_set(p: jnp.ndarray, r: jnp.ndarray, c: float):
     bsz, n = p.shape
     dt = p.dtype
     add, mx, mn = lax.add, lax.max, lax.min
-    total, pmin, pmax = _row_reduce((p, p, p), (0, np.inf, -np.inf), (add, mn, mx))
+    total, pmin, pmax = jnp.sum(p, axis=-1), jnp.min(p, axis=-1), jnp.max(p, axis=-1)  # fast, unlike one variadic pass
     everything = total <= c  # the whole row fits: K1 = N
     vmin, vmax = _int_view(pmin), _int_view(pmax)
     state = (
@@ -312,8 +321,8 @@ def _benign_top_set(p: jnp.ndarray, r: jnp.ndarray, c: float):
         whole = (j >= g)[:, None] | (~tied & (j > 0))[:, None] & (p_idx == w_max[:, None])
         chosen = (p_idx >= t_hi[:, None]) | (in_bracket & whole)
 
-        def tie_rank(_):
-            group = inside & partial[:, None]
+        def tie_rank(_):  # (rare) recomputes the bracket so the common path never stores it
+            group = (p >= t_lo[:, None]) & (p < t_hi[:, None]) & partial[:, None]
             before = jnp.cumsum(group, axis=-1, dtype=jnp.int32) - group  # tied classes before each
             rank = jnp.take_along_axis(before, idx, axis=-1)
             return jnp.take_along_axis(group, idx, axis=-1) & (rank < j[:, None])
