@@ -3,14 +3,21 @@ CLRP/SGLRP on a hand-checked network, composites from configs, binarisation."""
 
 from __future__ import annotations
 
+import pathlib
+import runpy
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 import hbjax
 from hbjax import lrp
 from hbjax.models import LayerSpec, Model, Normalization
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_vgg(*, biases: bool, seed: int = 0, batchnorm: bool = False, size: int = 32) -> Model:
@@ -310,3 +317,19 @@ def test_explain_figure(biased, tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="other_rank"):
         lrp.explain_figure(biased, x, other_rank=6)
+
+
+def test_heatmaps_script(tmp_path, monkeypatch):
+    """scripts/heatmaps.py renders a folder of images with the shipped CIFAR-10 model."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    argv = ["heatmaps.py", str(folder), "--model", "vgg19_cifar", "--per-figure", "2", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "scripts" / "heatmaps.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["vgg19_cifar_dtd_lrp_00.png", "vgg19_cifar_dtd_lrp_01.png"]

@@ -1,12 +1,12 @@
 """Layer-wise relevance propagation through custom VJP rules: rules, composites, relevance,
 heatmaps (LRP, CLRP, SGLRP) and their binarisation (eq. 2 of the paper)."""
 
-from hbjax.lrp.binarize import binarize
+from hbjax.lrp.binarization import binarize
 from hbjax.lrp.composites import COMPOSITES, Composite, get_composite, register_composite
 from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
 from hbjax.lrp.network import build_plan, forward
 from hbjax.lrp.plot import explain_figure, plot_panels
-from hbjax.lrp.relevance import (
+from hbjax.lrp.explain import (
     METHODS,
     heatmap,
     heatmap_and_logits,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 
 from hbjax.lrp.composites import Composite
@@ -28,6 +29,7 @@ class Step:
     rule: LayerRule | None = None
     batchnorm: str | None = None
     is_first: bool = False
+    pass_through: bool = False  # ReLU: pass relevance through (else: its ordinary gradient)
 
 
 def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step, ...]:
@@ -65,7 +67,30 @@ def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step,
             steps.append(Step(layer))
     if not seen_linear:
         raise ValueError("the model has no conv or dense layer to explain")
-    return tuple(steps)
+    return _relu_modes(steps)
+
+
+def _multiplies_by_input(rule: LayerRule | None) -> bool:
+    """Whether a rule's lower relevance is (a part of) the input times something, so that it is
+    exactly zero wherever the input is zero."""
+    if rule is None:
+        return False
+    return all(t.input in ("x", "pos", "neg") for g in rule.rule.groups for t in g.terms)
+
+
+def _relu_modes(steps: list[Step]) -> tuple[Step, ...]:
+    """zennit passes relevance through a ReLU unchanged. Where the next rule multiplies by its
+    input, the relevance arriving at a ReLU's zero outputs is exactly zero, so the ReLU's ordinary
+    gradient gives the same result and lets XLA fuse more; elsewhere (flat, w^2, z^B above) the
+    ReLU passes relevance through."""
+    out = list(steps)
+    for i, step in enumerate(steps):
+        if step.layer.kind != "relu":
+            continue
+        upper = next((s.rule for s in steps[i + 1 :] if s.rule is not None), None)
+        if not _multiplies_by_input(upper):
+            out[i] = dataclasses.replace(step, pass_through=True)
+    return tuple(out)
 
 
 def _layer_params(step: Step, variables: Any, dtype) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -129,7 +154,7 @@ def forward(
                     )
                 x = lrp_linear(step.rule, x, w, b, _bounds(step, bounds, dtype))
         elif layer.kind == "relu":
-            x = relu_pass(x)
+            x = relu_pass(x) if step.pass_through else jax.nn.relu(x)
         elif layer.kind == "maxpool":
             if x.shape[1] < 2 or x.shape[2] < 2:
                 raise ValueError(f"max-pool {layer.name!r} got a {x.shape[1]}x{x.shape[2]} activation; "

@@ -7,8 +7,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax.lrp.binarize import binarize
-from hbjax.lrp.relevance import heatmap, heatmap_and_logits
+from hbjax.lrp.binarization import binarize
+from hbjax.lrp.explain import heatmap, heatmap_and_logits
 from hbjax.models.model import Model
 
 
