@@ -1,0 +1,241 @@
+#!/usr/bin/env python
+"""Benchmark: the attacks' loop overhead, and their speed against torchattacks and foolbox.
+
+On the CIFAR VGG19 (``hbjax.models.vgg_cifar``, random weights, width 0.25 by default), a batch of
+128 random images, on the default JAX device (CPU here):
+
+- ``grad_step_s``: one jitted gradient of the summed cross-entropy with respect to the input;
+- ``pgd_s``: ``hbjax.attacks.pgd`` Linf, eps 8/255, 20 steps of 2/255 with random start (its final
+  evaluation included), as jitted chunks of unrolled steps (``loop="unroll"``) and as one
+  ``lax.while_loop`` (``loop="lax"``);
+- ``cw_s``: ``hbjax.attacks.carlini_wagner_l2``, 5 binary-search steps x 100 Adam steps without
+  early abort (500 gradient steps), both loops;
+- the same attacks in torch on a twin of the network (same weights and inputs): torchattacks' PGD
+  and foolbox's L2CarliniWagnerAttack.
+
+Compilation is excluded (a warm-up run first). A loop overhead is the attack's time over its
+number of gradient steps times one gradient step, the gradient step timed as the median of a few
+calls just before and just after the attack run (so that a shared machine's changing load falls on
+both), the best of ``--repeats`` runs (``--cw-repeats`` for CW). A speedup is the reference's time
+over ours, each the best of the repeats, the two alternating. The load average is printed so that a
+busy machine shows. The last line printed is a JSON object with ``pgd_loop_overhead`` (PGD time /
+(20 gradient steps)) and ``cw_loop_overhead`` (CW time / (500 gradient steps)) for the default loop
+of the device (``"unroll"`` on CPU, ``"lax"`` elsewhere; the other loop's numbers are there too),
+``pgd_speedup_vs_torchattacks``, ``cw_speedup_vs_foolbox`` and every measured time.
+
+    python scripts/bench_attacks.py                   # the bar: both loop overheads <= 1.15
+    python scripts/bench_attacks.py --batch 16 --cw-steps 20 --repeats 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def best_of(fns: dict, repeats: int) -> dict:
+    """Each function's best time over ``repeats`` rounds, the functions alternating in a round."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def torch_twin(model):
+    """The network in torch (NCHW in [0, 1]): HWIO -> OIHW kernels, (in, out) -> (out, in) dense
+    weights, flatten in NHWC order."""
+    import torch
+    from torch import nn
+
+    norm = model.normalization
+
+    class Normalize(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    class FlattenNHWC(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+
+    params = model.params["params"]
+    modules: list = [Normalize()]
+    channels = 3
+    for layer in model.layers:
+        if layer.kind == "conv":
+            conv = nn.Conv2d(channels, layer.features, 3, padding=1)
+            conv.weight.data = torch.from_numpy(np.asarray(params[layer.name]["kernel"]).transpose(3, 2, 0, 1).copy())
+            conv.bias.data = torch.from_numpy(np.asarray(params[layer.name]["bias"]).copy())
+            modules.append(conv)
+            channels = layer.features
+        elif layer.kind == "relu":
+            modules.append(nn.ReLU())
+        elif layer.kind == "maxpool":
+            modules.append(nn.MaxPool2d(2))
+        elif layer.kind == "flatten":
+            modules.append(FlattenNHWC())
+        elif layer.kind == "dense":
+            kernel = np.asarray(params[layer.name]["kernel"])
+            dense = nn.Linear(*kernel.shape)
+            dense.weight.data = torch.from_numpy(kernel.T.copy())
+            dense.bias.data = torch.from_numpy(np.asarray(params[layer.name]["bias"]).copy())
+            modules.append(dense)
+        elif layer.kind != "dropout":
+            raise ValueError(f"no torch twin for layer kind {layer.kind!r}")
+    return nn.Sequential(*modules).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--pgd-steps", type=int, default=20)
+    parser.add_argument("--cw-binary", type=int, default=5)
+    parser.add_argument("--cw-steps", type=int, default=100)
+    parser.add_argument("--unroll", type=int, default=10, help="steps a chunk for loop='unroll'")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cw-repeats", type=int, default=1)
+    parser.add_argument("--loops", default="unroll,lax", help="JAX loops to time, comma-separated")
+    parser.add_argument("--skip-reference", action="store_true", help="no torchattacks / foolbox")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    import hbjax
+    from hbjax import attacks
+
+    loops = [s for s in args.loops.split(",") if s]
+    default_loop = "unroll" if jax.default_backend() == "cpu" else "lax"
+    model = hbjax.models.vgg_cifar(width=args.width, key=jax.random.key(args.seed))
+    rng = np.random.default_rng(args.seed)
+    x_np = rng.uniform(0.0, 1.0, (args.batch, 32, 32, 3)).astype(np.float32)
+    y_np = rng.integers(0, 10, args.batch).astype(np.int32)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    fn = attacks.model_logits(model)
+    key = jax.random.key(args.seed)
+    eps, alpha = 8 / 255, 2 / 255
+    print(f"device {jax.devices()[0]}, batch {args.batch}, width {args.width}, load {os.getloadavg()}")
+
+    grad = jax.jit(
+        lambda f, z, c: jax.grad(lambda v: jnp.sum(attacks.attack_loss(f(v), c, "ce", False)))(z)
+    )
+
+    def run_grad():
+        jax.block_until_ready(grad(fn, x, y))
+
+    def pgd_runner(loop):
+        def run():
+            r = attacks.pgd(
+                fn, x, y, key, eps=eps, norm="linf", steps=args.pgd_steps, step_size=alpha,
+                loop=loop, unroll=args.unroll,
+            )  # fmt: skip
+            jax.block_until_ready(r)
+
+        return run
+
+    def cw_runner(loop, binary, steps):
+        def run():
+            r = attacks.carlini_wagner_l2(
+                fn, x, y, key, binary_search_steps=binary, steps=steps, learning_rate=1e-2,
+                initial_const=1e-2, abort_early=False, loop=loop, unroll=args.unroll,
+            )  # fmt: skip
+            jax.block_until_ready(r)
+
+        return run
+
+    def bracketed(run, n_steps: int, k: int) -> tuple[float, float]:
+        """(attack time, gradient-step time) of one run, the gradient step timed as the median of
+        k calls just before and k just after it (the load of the moment, on a shared machine)."""
+        before = float(np.median([timed(run_grad) for _ in range(k)]))
+        t = timed(run)
+        after = float(np.median([timed(run_grad) for _ in range(k)]))
+        return t, (before + after) / 2
+
+    def measure(name: str, run, n_steps: int, repeats: int, k: int) -> None:
+        """The repeat with the smallest overhead: attack time / (n_steps x gradient step)."""
+        best = None
+        for _ in range(repeats):
+            t, g = bracketed(run, n_steps, k)
+            if best is None or t / (n_steps * g) < best[0] / (n_steps * best[1]):
+                best = (t, g)
+        t, g = best
+        results[f"{name}_s"], results[f"{name}_grad_step_s"] = t, g
+        results[f"{name}_overhead"] = t / (n_steps * g)
+        print(f"{name}: {t:.3f} s, gradient step {g:.4f} s, overhead {t / (n_steps * g):.3f}", flush=True)
+
+    results: dict = {}
+    run_grad()
+    for loop in loops:  # compile
+        pgd_runner(loop)()
+        cw_runner(loop, 1, min(args.cw_steps, args.unroll))()
+    cw_steps = args.cw_binary * args.cw_steps
+    for loop in loops:
+        measure(f"pgd_{loop}", pgd_runner(loop), args.pgd_steps, args.repeats, 5)
+    for loop in loops:
+        measure(f"cw_{loop}", cw_runner(loop, args.cw_binary, args.cw_steps), cw_steps, args.cw_repeats, 10)
+    results["grad_step_s"] = min(results[f"pgd_{loop}_grad_step_s"] for loop in loops)
+    main_loop = default_loop if default_loop in loops else loops[0]
+    results["loop"] = main_loop
+    results["pgd_loop_overhead"] = results[f"pgd_{main_loop}_overhead"]
+    results["cw_loop_overhead"] = results[f"cw_{main_loop}_overhead"]
+
+    if not args.skip_reference:
+        import foolbox as fb
+        import torch
+        import torchattacks
+
+        net = torch_twin(model)
+        xt, yt = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y_np).long()
+        with torch.no_grad():
+            diff = np.abs(net(xt).numpy() - np.asarray(fn(x))).max()
+        print(f"torch twin: max logit difference {diff:.2e}; torch threads {torch.get_num_threads()}")
+
+        def run_torch_pgd():
+            torchattacks.PGD(net, eps=eps, alpha=alpha, steps=args.pgd_steps, random_start=True)(xt, yt)
+
+        fmodel = fb.PyTorchModel(net, bounds=(0, 1))
+        cw = fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=args.cw_binary, steps=args.cw_steps, stepsize=1e-2,
+            initial_const=1e-2, abort_early=False,
+        )  # fmt: skip
+
+        def run_foolbox_cw():
+            cw.run(fmodel, xt, fb.criteria.Misclassification(yt))
+
+        run_torch_pgd()
+        tp = best_of({"torch": run_torch_pgd, "ours": pgd_runner(main_loop)}, args.repeats)
+        results["torchattacks_pgd_s"] = tp["torch"]
+        results["pgd_speedup_vs_torchattacks"] = tp["torch"] / tp["ours"]
+        print(f"torchattacks pgd: {tp['torch']:.3f} s, ours {tp['ours']:.3f} s", flush=True)
+        ours_cw = cw_runner(main_loop, args.cw_binary, args.cw_steps)
+        tc = best_of({"fb": run_foolbox_cw, "ours": ours_cw}, args.cw_repeats)
+        results["foolbox_cw_s"] = tc["fb"]
+        results["cw_speedup_vs_foolbox"] = tc["fb"] / tc["ours"]
+        print(f"foolbox cw: {tc['fb']:.2f} s, ours {tc['ours']:.2f} s", flush=True)
+
+    results.update(
+        device=str(jax.devices()[0]), batch=args.batch, width=args.width, unroll=args.unroll,
+        load_average=list(os.getloadavg()),
+    )  # fmt: skip
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
