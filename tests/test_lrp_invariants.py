@@ -166,7 +166,11 @@ def test_relevance_fn_composes_with_jit(biased):
     x = images(2, seed=8)
     m, logits = masks(biased.params, x)
     assert m.shape == (2, 32, 32) and m.dtype == jnp.bool_
-    np.testing.assert_array_equal(m, lrp.binarize(lrp.heatmap(biased, x, jnp.argmax(logits, -1), "epsilon_plus_flat")))
+    h = lrp.heatmap(biased, x, jnp.argmax(logits, -1), "epsilon_plus_flat")
+    np.testing.assert_array_equal(m, lrp.binarize(h))
+    # the wrappers accept traced images and targets too
+    traced = jax.jit(lambda x, t: lrp.heatmap(biased, x, t, "epsilon_plus_flat"))(x, jnp.argmax(logits, -1))
+    np.testing.assert_allclose(traced, h, rtol=1e-6, atol=1e-9)
 
 
 def test_outputs_carry_no_gradient(biased):
