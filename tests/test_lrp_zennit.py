@@ -75,21 +75,26 @@ def zennit_composite(name: str, low: torch.Tensor, high: torch.Tensor, canonizer
         return EpsilonAlpha2Beta1Flat(canonizers=canonizers)
     if name == "wsquare_gamma":
         return SpecialFirstLayerMapComposite(
-            layer_map=layer_map_base() + [(Convolution, Gamma(gamma=0.5)), (torch.nn.Linear, Epsilon(epsilon=0.01))],
+            layer_map=layer_map_base()
+            + [(Convolution, Gamma(gamma=0.5)), (torch.nn.Linear, Epsilon(epsilon=0.01))],
             first_map=[(Convolution, WSquare())],
         )
     if name == "flat_lrp0":
         return SpecialFirstLayerMapComposite(
-            layer_map=layer_map_base() + [(Convolution, Epsilon(epsilon=1e-3)), (torch.nn.Linear, Epsilon(epsilon=0.0))],
+            layer_map=layer_map_base()
+            + [(Convolution, Epsilon(epsilon=1e-3)), (torch.nn.Linear, Epsilon(epsilon=0.0))],
             first_map=[(Convolution, Flat())],
         )
     raise KeyError(name)
 
 
 HBJAX_CUSTOM = {
-    "wsquare_gamma": {"first": "wsquare", "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}, "dense": {"rule": "epsilon", "epsilon": 0.01}}},
+    "wsquare_gamma": {
+        "first": "wsquare",
+        "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}, "dense": {"rule": "epsilon", "epsilon": 0.01}},
+    },
     "flat_lrp0": {"first": "flat", "kinds": {"conv": {"rule": "epsilon", "epsilon": 1e-3}, "dense": "lrp0"}},
-}  # fmt: skip
+}
 
 
 def zennit_relevance(net, model, x: np.ndarray, targets, composite: str, dtype, canonizers=None):
@@ -130,8 +135,9 @@ def setup(request, imagenet_sample):
     model = hbjax.models.from_torchvision(arch, net.state_dict())
     model = model.replace(params=jax.device_put(model.params))
     x = sample_images(imagenet_sample, MODELS[arch])
+    mean, std = np.asarray(model.normalization.mean), np.asarray(model.normalization.std)
     with torch.no_grad():
-        logits = net(torch.tensor(((x - np.asarray(model.normalization.mean)) / np.asarray(model.normalization.std)).transpose(0, 3, 1, 2), dtype=torch.float32))
+        logits = net(torch.tensor(((x - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32))
     first = int(logits[0].argmax())
     targets = [first, (first + 417) % 1000]
     return arch, net, model, x, targets
