@@ -37,11 +37,15 @@ _ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
 @dataclasses.dataclass(frozen=True)
 class CWStep(base.Settings):
     """One Adam step on ``|x' - x|^2 + c f6(x')`` in tanh space, keeping per example the closest x'
-    that is adversarial with margin kappa; every ``check_every`` steps (at the last step of each
-    chunk) the early-abort rule compares the total loss with the previous check.
+    that is adversarial with margin kappa.
+
+    Early abort as in Carlini's reference code and foolbox: at every step i with
+    i % check_every == 0, the batch's total loss at the current point is compared with the loss at
+    the previous check; if it has not fallen by 0.01%, the run stops before this step's update and
+    before its point is recorded. Steps after the stop change nothing, so a loop may run past it.
 
     Operands: (fn, x, w0, x_ref, classes, consts, confidence, learning_rate). Carry: (delta,
-    adam_state, best_x, best_l2, found, previous_loss, stop).
+    adam_state, best_x, best_l2, found, previous_loss, stop, gradient_evaluations).
     """
 
     targeted: bool
@@ -50,7 +54,7 @@ class CWStep(base.Settings):
 
     def __call__(self, operands, i, carry):
         fn, x, w0, x_ref, classes, consts, confidence, lr = operands
-        delta, adam_state, best_x, best_l2, found, prev_loss, stop = carry
+        delta, adam_state, best_x, best_l2, found, prev_loss, stop, evaluations = carry
 
         def loss_fn(d):
             xp = from_tanh_space(w0 + d)
@@ -61,24 +65,27 @@ class CWStep(base.Settings):
             return total, (xp, logits)
 
         (loss, (xp, logits)), g = jax.value_and_grad(loss_fn, has_aux=True)(delta)
-        updates, adam_state = _ADAM.update(g, adam_state)
-        delta = delta - lr * updates
+        evaluations = evaluations + jnp.where(stop, 0, 1).astype(evaluations.dtype)
+        if self.abort_early:
+            check = i % self.check_every == 0
+            stop = stop | (check & ~(loss <= 0.9999 * prev_loss))
+            prev_loss = jnp.where(check & ~stop, loss, prev_loss)
+        updates, new_adam_state = _ADAM.update(g, adam_state)
+        keep = lambda new, old: jnp.where(stop, old, new)  # noqa: E731
+        delta = keep(delta - lr * updates, delta)
+        adam_state = jax.tree.map(keep, new_adam_state, adam_state)
 
-        adv = base.is_adversarial(logits, classes, self.targeted, confidence)
+        adv = base.is_adversarial(logits, classes, self.targeted, confidence) & ~stop
         l2 = base.l2_norm(xp - x)
         better = adv & (l2 < best_l2)
         best_x = base.select(better, xp, best_x)
         best_l2 = jnp.where(better, l2, best_l2)
         found = found | adv
-        if self.abort_early:
-            check = (i + 1) % self.check_every == 0
-            stop = stop | (check & ~(loss <= 0.9999 * prev_loss))
-            prev_loss = jnp.where(check, loss, prev_loss)
-        return delta, adam_state, best_x, best_l2, found, prev_loss, stop
+        return delta, adam_state, best_x, best_l2, found, prev_loss, stop, evaluations
 
 
 def _stopped(operands, carry) -> jax.Array:
-    return carry[-1]
+    return carry[6]
 
 
 @jax.jit
@@ -87,7 +94,7 @@ def _init_carry(x, best_x, best_l2):
     n = x.shape[0]
     return (
         delta, _ADAM.init(delta), best_x, best_l2, jnp.zeros((n,), bool),
-        jnp.asarray(jnp.inf, x.dtype), jnp.asarray(False),
+        jnp.asarray(jnp.inf, x.dtype), jnp.asarray(False), jnp.asarray(0, jnp.int32),
     )  # fmt: skip
 
 
@@ -121,8 +128,9 @@ def carlini_wagner_l2(
     A binary search over c per example: c starts at ``initial_const``; after each of the
     ``binary_search_steps`` runs of ``steps`` Adam steps, c becomes c * 10 while no adversarial was
     found for the example, and the midpoint of the bracket once one was. Early abort (as Carlini's
-    reference code and foolbox): every ceil(steps / 10) steps, a run stops when the batch's total
-    loss has not fallen by 0.01% since the previous check. Across all runs, each example keeps its
+    reference code and foolbox): every ceil(steps / 10) steps, starting with the first, a run stops
+    (before that step's update) when the batch's total loss has not fallen by 0.01% since the
+    previous check. Across all runs, each example keeps its
     closest (L2) point that is adversarial with margin ``confidence``; where none was found, x_adv
     is x.
 
@@ -135,9 +143,7 @@ def carlini_wagner_l2(
       initial_const: first value of c.
       confidence: kappa, the logit margin a result must have.
       abort_early: stop a run that no longer improves.
-      loop, unroll: loop runner (see :func:`hbjax.attacks.pgd`). With abort_early the check
-        interval is rounded up to a multiple of min(unroll, ceil(steps / 10)) steps, for either
-        loop, so that both loops give the same result.
+      loop, unroll: loop runner (see :func:`hbjax.attacks.pgd`); both give the same result.
 
     References:
       Carlini and Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
@@ -154,12 +160,7 @@ def carlini_wagner_l2(
     fn = base.as_pytree_fn(logits_fn)
 
     check_every = int(np.ceil(steps / 10))
-    if abort_early:
-        # checks fall on chunk boundaries: every ceil(steps / 10) steps rounded up to whole chunks
-        chunk = min(unroll, check_every)
-        check_every = chunk * int(np.ceil(check_every / chunk))
-    else:
-        chunk = base.chunk_size(steps, unroll)
+    chunk = base.chunk_size(steps, unroll)
     step = CWStep(bool(targeted), check_every, bool(abort_early))
     n = x.shape[0]
     dtype = x.dtype
@@ -175,12 +176,12 @@ def carlini_wagner_l2(
             jnp.asarray(learning_rate, dtype),
         )  # fmt: skip
         carry = _init_carry(x, best_x, best_l2)
-        carry, ran = base.iterate(
+        carry, _ = base.iterate(
             step, operands, carry, steps, loop=loop, unroll=chunk,
             done=_stopped if abort_early else None,
         )  # fmt: skip
-        calls += int(ran)
-        _, _, best_x, best_l2, found, _, _ = carry
+        _, _, best_x, best_l2, found, _, _, evaluations = carry
+        calls += int(evaluations)
         found = np.asarray(found)
         upper = np.where(found, np.minimum(upper, consts), upper)
         lower = np.where(found, lower, np.maximum(lower, consts))
