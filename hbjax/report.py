@@ -133,20 +133,29 @@ def _save(fig, path: str) -> None:
 
 
 def figure4(runs: list[dict], path: str) -> str | None:
-    """Figure 4: accuracies and cleaned Linf distance against sigma, one panel per attack."""
+    """Figure 4: accuracies and cleaned Linf distance against sigma, one panel per attack run at
+    two or more values of sigma (None when there is none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    attacks = sorted({r["attack"] for r in runs})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.6), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
+    curves = {}
+    for attack in sorted({r["attack"] for r in runs}):
         rs = [r for r in runs if r["attack"] == attack]
-        # one point per sigma; with several coverages the accuracies are the same, keep the first
+        # a sweep over fixed sigmas is drawn without the runs that draw sigma from a range (the
+        # range's midpoint would fall on a fixed value); one point per sigma, and with several
+        # coverages the accuracies are the same, so the first run of a sigma is kept
+        fixed = [r for r in rs if not isinstance(r["sigma"], (list, tuple))]
         by_sigma: dict[float, dict] = {}
-        for r in rs:
+        for r in fixed or rs:
             by_sigma.setdefault(_sigma_value(r["sigma"]), r)
+        if len(by_sigma) >= 2:
+            curves[attack] = by_sigma
+    if not curves:
+        return None  # no attack was run at two or more values of sigma
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    for ax, (attack, by_sigma) in zip(axes[0], curves.items()):
         sig = sorted(by_sigma)
         s = [by_sigma[v]["summary"] for v in sig]
         ax.plot(sig, [x["control"]["top1"] for x in s], "o-", label="benign (control), true label")
@@ -247,7 +256,9 @@ def report(root: str) -> dict[str, str]:
     out = {"table_md": os.path.join(root, "table.md"), "table_csv": os.path.join(root, "table.csv")}
     atomic_write_text(out["table_md"], markdown_table(cols))
     atomic_write_text(out["table_csv"], rows_to_csv(cols))
-    out["fig4"] = figure4(runs, os.path.join(root, "fig4_sigma.png"))
+    fig4 = figure4(runs, os.path.join(root, "fig4_sigma.png"))
+    if fig4 is not None:
+        out["fig4"] = fig4
     out["fig5"] = figure5(runs, os.path.join(root, "fig5_ndcg.png"))
     for r in runs:
         panels = os.path.join(r["dir"], "panels.npz")

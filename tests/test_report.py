@@ -53,6 +53,30 @@ def test_report_of_a_sweep(tmp_path):
     assert csv["attack"].count("pgd") == 3
 
 
+def test_figure4_draws_swept_attacks_at_their_fixed_sigmas(tmp_path, monkeypatch):
+    for i, sigma in enumerate([0.5, 1.0, [0.8, 1.2]]):
+        _fake_run(str(tmp_path / str(i)), sigma, seed=i)
+    _fake_run(str(tmp_path / "3"), [0.8, 1.2], attack="cw_l2", seed=3)
+    runs = report.load_runs(str(tmp_path))
+    drawn = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.plot
+
+    def spy(ax, *args, **kwargs):
+        drawn.append((ax.get_title(), list(args[0]) if args else None))
+        return original(ax, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    assert report.figure4(runs, str(tmp_path / "fig4.png")) is not None
+    # only pgd was swept; its fixed sigmas are the x values (the range's midpoint 1.0 is not drawn
+    # over the fixed 1.0), and cw_l2, run at one sigma, gets no panel
+    xs = {tuple(x) for _, x in drawn}
+    assert xs == {(0.5, 1.0)}
+    # a directory with no sweep draws no Figure 4
+    assert report.figure4([r for r in runs if r["attack"] == "cw_l2"], str(tmp_path / "f.png")) is None
+
+
 def test_report_cli_errors_on_a_folder_without_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "hbjax.report", str(tmp_path)], capture_output=True, text=True
