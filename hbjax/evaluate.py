@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import hydra
 import jax
@@ -107,7 +107,7 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     summary["devices"] = [str(d) for d in jax.local_devices()]
     store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
     if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
-        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels))
+        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows)
     return summary
 
 
@@ -127,13 +127,28 @@ def _running_summary(running: dict[str, list]) -> dict[str, str]:
     return out
 
 
-def save_panels(cfg: DictConfig, model, data, components, run_dir: str, count: int) -> None:
-    """Benign, adversarial, blurred, mask and cleaned images of the first ``count`` examples of
-    batch 0 (recomputed with batch 0's key), for the Figure 3 panels of ``hbjax-report``."""
+def panel_positions(rows: Mapping[str, list], count: int) -> list[int]:
+    """Positions in batch 0 of the examples to show: the first ``count`` that the model classifies
+    correctly and the attack fooled, then, if there are too few, the first of the others."""
+    in_first = [i for i, b in enumerate(rows["batch"]) if int(b) == 0]
+    flag = lambda v: str(v).strip().lower() in ("true", "1")  # noqa: E731
+    wanted = [j for j, i in enumerate(in_first)
+              if flag(rows["benign_correct"][i]) and flag(rows["attack_success"][i])]  # fmt: skip
+    others = [j for j in range(len(in_first)) if j not in wanted]
+    return (wanted + others)[:count]
+
+
+def save_panels(
+    cfg: DictConfig, model, data, components, run_dir: str, count: int, rows: Mapping[str, list]
+) -> None:
+    """Benign, adversarial, blurred, mask and cleaned images of ``count`` examples of batch 0 (the
+    first successful adversarial examples, see :func:`panel_positions`), recomputed with batch 0's
+    key, for the Figure 3 panels of ``hbjax-report``."""
     from hbjax.experiment.panels import panel_arrays
 
     x, labels, _ = data.first_batch()
-    x, labels = x[:count], labels[:count]
+    positions = np.asarray(panel_positions(rows, count), int)
+    x, labels = x[positions], labels[positions]
     arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), 0))
     arrays["class_names"] = np.asarray(data.class_names)
     path = os.path.join(run_dir, "panels.npz")

@@ -200,7 +200,7 @@ def figure5(runs: list[dict], path: str) -> str | None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(ks)
         ax.set_title(f"{attack}, sigma {_sigma_label(r['sigma'])}, C {_coverage_label(r['coverage'])}", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle("NDCG@k against the benign prediction (cf. the paper's Figure 5)")
     fig.tight_layout()
     _save(fig, path)

@@ -50,6 +50,25 @@ def test_a_run_writes_its_files(full_run):
     assert summary["n_attack_success"] + summary["n_attack_failed"] == summary["n_correct"]
     with np.load(full_run / "panels.npz", allow_pickle=False) as z:
         assert z["x"].shape == (2, 32, 32, 3) and z["mask"].shape == (2, 32, 32)
+        shown_labels = z["labels"].tolist()
+    # the panels show batch 0's first correctly classified, successfully attacked images
+    first = [i for i, b in enumerate(rows["batch"]) if b == "0"]
+    chosen = [i for i in first if rows["benign_correct"][i] == "1" and rows["attack_success"][i] == "1"]
+    chosen += [i for i in first if i not in chosen]
+    assert shown_labels == [int(rows["label"][i]) for i in chosen[:2]]
+
+
+def test_panel_positions_prefer_successful_attacks_on_correct_images():
+    from hbjax.evaluate import panel_positions
+
+    rows = {
+        "batch": ["0"] * 5 + ["1"] * 3,
+        "benign_correct": ["1", "1", "0", "1", "1", "1", "1", "1"],
+        "attack_success": ["1", "0", "1", "1", "0", "1", "1", "1"],
+    }
+    assert panel_positions(rows, 2) == [0, 3]
+    assert panel_positions(rows, 4) == [0, 3, 1, 2]  # too few: the others fill up, in order
+    assert panel_positions(rows, 9) == [0, 3, 1, 2, 4]  # never beyond batch 0
 
 
 def test_resume_after_an_interruption_gives_the_same_results(full_run, cifar10_dir, tmp_path):
