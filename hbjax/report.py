@@ -178,15 +178,19 @@ def figure4(runs: list[dict], path: str) -> str | None:
 
 
 def figure5(runs: list[dict], path: str) -> str | None:
-    """Figure 5: mean NDCG@1..5 of Adv, Cleaned and Control, one panel per attack."""
+    """Figure 5: mean NDCG@1..5 of Adv, Cleaned and Control, one panel per attack (four a row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     attacks = sorted({r["attack"] for r in runs})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
+    ncols = min(4, len(attacks))
+    nrows = -(-len(attacks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(attacks):]:
+        ax.axis("off")
+    for ax, attack in zip(axes.flat, attacks):
         rs = [r for r in runs if r["attack"] == attack]
         default = [r for r in rs if _sigma_label(r["sigma"]) == "U[0.8,1.2]"]
         r = (default or rs)[0]
