@@ -84,7 +84,14 @@ def test_resume_after_an_interruption_gives_the_same_results(full_run, cifar10_d
 
 
 def test_sharding_over_four_devices_gives_the_same_results(full_run, cifar10_dir, tmp_path):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    # four host devices share two cores here: a device that reaches a collective late (starved of
+    # CPU, not deadlocked) must not hit XLA's 40 s rendezvous limit on a busy machine
+    flags = [
+        "--xla_force_host_platform_device_count=4",
+        "--xla_cpu_collective_timeout_seconds=1200",
+        "--xla_cpu_collective_call_terminate_timeout_seconds=1200",
+    ]
+    env = {"XLA_FLAGS": " ".join(flags)}
     _evaluate([*SMOKE, *_data_override(cifar10_dir), f"hydra.run.dir={tmp_path}"], env=env)
     summary = json.loads((tmp_path / "results.json").read_text())
     assert len(summary["devices"]) == 4
