@@ -90,6 +90,16 @@ def main() -> None:
     def add(name, value):
         rows.setdefault(name, []).append(np.asarray(value))
 
+    def add_adaptive(name, r, y, check, distance):
+        """An adaptive attack's rows: its own verdict, the verdict on every other draw, and its
+        distance (``distance`` of the result's fields; NaN where the attack failed for l2)."""
+        add(name, r.success)
+        add(f"{name}_all_draws", fooled_draws(r.x_adv, y, check).all(0))
+        value = np.asarray(getattr(r, distance))
+        if distance == "l2":
+            value = np.where(np.asarray(r.success), value, np.nan)
+        add(f"{name}_{distance}", value)
+
     times: dict[str, float] = {}
 
     def timed(name, f):
@@ -111,28 +121,19 @@ def main() -> None:
         add("pgd_transfer", f[0])
         add("pgd_transfer_all_draws", f.all(0))
         r = timed("bpda_eot", lambda: attacks.bpda_eot(model, x, y, kb, defense=defense, eot_samples=args.eot, **pgd_kw))
-        f = fooled_draws(r.x_adv, y, check)
-        add("bpda_eot", r.success)
-        add("bpda_eot_all_draws", f.all(0))
-        add("bpda_eot_linf", r.linf)
+        add_adaptive("bpda_eot", r, y, check, "linf")
         r = timed("adaptive_heatmap", lambda: attacks.adaptive_heatmap(
             model, x, y, kb, defense=defense, attack="pgd", attack_params=pgd_kw,
             iterations=args.iterations,
         ))  # fmt: skip
-        f = fooled_draws(r.x_adv, y, check)
-        add("adaptive_heatmap", r.success)
-        add("adaptive_heatmap_all_draws", f.all(0))
-        add("adaptive_heatmap_linf", r.linf)
+        add_adaptive("adaptive_heatmap", r, y, check, "linf")
         if not args.skip_cw:
             cw_kw = dict(binary_search_steps=args.cw_binary, steps=args.cw_steps, initial_const=1e-2)
             r = timed("adaptive_heatmap_cw", lambda: attacks.adaptive_heatmap(
                 model, x, y, kb, defense=defense, attack="carlini_wagner_l2", attack_params=cw_kw,
                 iterations=args.cw_iterations,
             ))  # fmt: skip
-            f = fooled_draws(r.x_adv, y, check)
-            add("adaptive_heatmap_cw", r.success)
-            add("adaptive_heatmap_cw_all_draws", f.all(0))
-            add("adaptive_heatmap_cw_l2", np.where(np.asarray(r.success), np.asarray(r.l2), np.nan))
+            add_adaptive("adaptive_heatmap_cw", r, y, check, "l2")
         print(f"batch {b}: {len(y)} images, times {times}", flush=True)
 
     summary = {"model": args.model, "num_images": int(len(y_all)), "clean_accuracy_test": clean_accuracy}

@@ -52,54 +52,6 @@ def best_of(fns: dict, repeats: int) -> dict:
     return {name: min(ts) for name, ts in times.items()}
 
 
-def torch_twin(model):
-    """The network in torch (NCHW in [0, 1]): HWIO -> OIHW kernels, (in, out) -> (out, in) dense
-    weights, flatten in NHWC order."""
-    import torch
-    from torch import nn
-
-    norm = model.normalization
-
-    class Normalize(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            return (x - self.mean) / self.std
-
-    class FlattenNHWC(nn.Module):
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-
-    params = model.params["params"]
-    modules: list = [Normalize()]
-    channels = 3
-    for layer in model.layers:
-        if layer.kind == "conv":
-            conv = nn.Conv2d(channels, layer.features, 3, padding=1)
-            conv.weight.data = torch.from_numpy(np.asarray(params[layer.name]["kernel"]).transpose(3, 2, 0, 1).copy())
-            conv.bias.data = torch.from_numpy(np.asarray(params[layer.name]["bias"]).copy())
-            modules.append(conv)
-            channels = layer.features
-        elif layer.kind == "relu":
-            modules.append(nn.ReLU())
-        elif layer.kind == "maxpool":
-            modules.append(nn.MaxPool2d(2))
-        elif layer.kind == "flatten":
-            modules.append(FlattenNHWC())
-        elif layer.kind == "dense":
-            kernel = np.asarray(params[layer.name]["kernel"])
-            dense = nn.Linear(*kernel.shape)
-            dense.weight.data = torch.from_numpy(kernel.T.copy())
-            dense.bias.data = torch.from_numpy(np.asarray(params[layer.name]["bias"]).copy())
-            modules.append(dense)
-        elif layer.kind != "dropout":
-            raise ValueError(f"no torch twin for layer kind {layer.kind!r}")
-    return nn.Sequential(*modules).eval()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -201,7 +153,7 @@ def main() -> None:
         import torch
         import torchattacks
 
-        net = torch_twin(model)
+        net = hbjax.models.to_torch(model)
         xt, yt = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y_np).long()
         with torch.no_grad():
             diff = np.abs(net(xt).numpy() - np.asarray(fn(x))).max()

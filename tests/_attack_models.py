@@ -108,56 +108,8 @@ def correctly_classified(model: Model, root: str, n: int, offset: int = 0):
 
 
 def torch_twin(model: Model):
-    """The same network in torch (NCHW input in [0, 1]); conv kernels HWIO -> OIHW, dense
-    (in, out) -> (out, in), flatten in NHWC order (a permute before flattening)."""
-    import torch
-    from torch import nn
-
-    class Normalize(nn.Module):
-        def __init__(self, norm: Normalization):
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1))
-            self.bgr = norm.channel_order == "BGR"
-
-        def forward(self, x):
-            if self.bgr:
-                x = x.flip(1)
-            return (x - self.mean) / self.std
-
-    class FlattenNHWC(nn.Module):
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-
-    params = model.params["params"]
-    modules: list = [Normalize(model.normalization)]
-    channels = 3
-    for layer in model.layers:
-        if layer.kind == "conv":
-            conv = nn.Conv2d(channels, layer.features, 3, padding=1)
-            p = params[layer.name]
-            conv.weight.data = torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy())
-            conv.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
-            modules.append(conv)
-            channels = layer.features
-        elif layer.kind == "relu":
-            modules.append(nn.ReLU())
-        elif layer.kind == "maxpool":
-            modules.append(nn.MaxPool2d(2))
-        elif layer.kind == "flatten":
-            modules.append(FlattenNHWC())
-        elif layer.kind == "dense":
-            p = params[layer.name]
-            kernel = np.asarray(p["kernel"])
-            dense = nn.Linear(kernel.shape[0], kernel.shape[1])
-            dense.weight.data = torch.from_numpy(kernel.T.copy())
-            dense.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
-            modules.append(dense)
-        elif layer.kind == "dropout":
-            continue
-        else:
-            raise ValueError(f"torch_twin: unsupported layer kind {layer.kind!r}")
-    return nn.Sequential(*modules).eval()
+    """The same network in torch (:func:`hbjax.models.to_torch`)."""
+    return hbjax.models.to_torch(model)
 
 
 def tiny_mlp(key: jax.Array, shape=(4, 4, 3), hidden: int = 16, classes: int = 5, scale: float = 3.0):

@@ -1,4 +1,5 @@
-"""Shared test fixtures: the read-only data under ../shared/data (or $HBJAX_DATA)."""
+"""Shared test fixtures: the read-only data under ../shared/data (or $HBJAX_DATA) and the small CNN
+that the attack tests train on it."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def imagenet_sample(shared_data) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def cifar10_dir(shared_data) -> pathlib.Path:
     return shared_data / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def trained_model(cifar10_dir):
+    """The small CNN of ``tests._attack_models.trained_cnn`` (trained once a session), checked to
+    have learned something: attack comparisons on an untrained network prove nothing."""
+    from tests._attack_models import trained_cnn
+
+    model, accuracy = trained_cnn(str(cifar10_dir))
+    assert accuracy >= 0.4, f"the test CNN reached only {accuracy:.3f} test accuracy"
+    return model

@@ -12,7 +12,7 @@ import pytest
 
 import hbjax.defense
 from hbjax import attacks
-from tests._attack_models import correctly_classified, trained_cnn
+from tests._attack_models import correctly_classified
 
 N = 24
 EPS = 8 / 255
@@ -21,10 +21,8 @@ FIXED = {"sigma": 1.0}
 
 
 @pytest.fixture(scope="module")
-def model(cifar10_dir):
-    model, accuracy = trained_cnn(str(cifar10_dir))
-    assert accuracy >= 0.4, f"the test CNN reached only {accuracy:.3f} test accuracy"
-    return model
+def model(trained_model):
+    return trained_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hbjax import attacks
-from tests._attack_models import correctly_classified, torch_twin, trained_cnn
+from tests._attack_models import correctly_classified, torch_twin
 
 N = 100
 RATE_TOLERANCE = 0.05
@@ -20,10 +20,8 @@ MEDIAN_TOLERANCE = 0.15
 
 
 @pytest.fixture(scope="module")
-def model(cifar10_dir):
-    model, accuracy = trained_cnn(str(cifar10_dir))
-    assert accuracy >= 0.4, f"the test CNN reached only {accuracy:.3f} test accuracy"
-    return model
+def model(trained_model):
+    return trained_model
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from hbjax.models.model import (
     vgg_cifar,
 )
 from hbjax.models.porting import PortingError, from_keras, from_torchvision
+from hbjax.models.torch_twin import to_torch
 from hbjax.models.vgg import VGG_CONFIGS, Normalization, Sequential, vgg_layers
 
 __all__ = [
     "CIFAR10_CLASSES", "SHIPPED", "VGG_CONFIGS", "CheckpointError", "LayerSpec", "Model",
     "Normalization", "PortingError", "Sequential", "adaptive_avg_pool", "cast", "check_images",
     "describe", "fold_batchnorm", "from_keras", "from_torchvision", "load", "max_pool_2x2", "save",
-    "vgg", "vgg_cifar", "vgg_layers",
+    "to_torch", "vgg", "vgg_cifar", "vgg_layers",
 ]  # fmt: skip
