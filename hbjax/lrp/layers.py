@@ -6,16 +6,20 @@ mechanism (see :mod:`hbjax.lrp.rules`). :func:`relu_pass` is a ReLU whose backwa
 through unchanged (zennit's ``Pass``). Max-pooling, flatten and reshapes keep their ordinary
 gradients (max-pooling routes relevance to the winning input).
 
-Work is shared where the algebra allows, without changing a single floating-point operation of the
-rule: a term (x, W, b) reuses the forward output; a term whose input is x- of a non-negative input
-(after a ReLU) is exactly zero and skipped; terms with constant inputs (ones, the box bounds) are
-computed on one image and broadcast over the batch.
+Work is shared where the algebra allows: a term (x, W, b) reuses the forward output; a term whose
+input is x- of a non-negative input (after a ReLU) is exactly zero and skipped; terms with constant
+inputs (ones, the box bounds) are computed on one image and broadcast over the batch. Two shortcuts
+change only the order of a sum: the transpose of an all-ones kernel (flat's) is a box sum of the
+channel sum of the relevance, and on a layer with few input channels (an image input) the terms of
+a group share one transposed convolution over their stacked kernels (z^B's three terms cost one
+convolution with 3 x 3 output channels, not three with 3).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -24,6 +28,8 @@ from hbjax.lrp.rules import Rule
 from hbjax.models.layers import adaptive_avg_pool
 
 CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+CONV_PADDING = ((1, 1), (1, 1))
+STACK_MAX_CHANNELS = 16  # input layers: stack the kernels of a group's terms into one transposed conv
 
 
 def stabilize(z: jnp.ndarray, epsilon: float) -> jnp.ndarray:
@@ -49,7 +55,7 @@ class LinearOp:
 
     def __call__(self, a: jnp.ndarray, w: jnp.ndarray | None) -> jnp.ndarray:
         if self.kind == "conv":
-            return lax.conv_general_dilated(a, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=CONV_DIMS)
+            return lax.conv_general_dilated(a, w, (1, 1), CONV_PADDING, dimension_numbers=CONV_DIMS)
         if self.kind == "dense":
             return a @ w
         if self.kind == "avgpool":
@@ -66,6 +72,23 @@ class LinearOp:
             lambda a: self(a, w), jax.ShapeDtypeStruct((g.shape[0], *in_shape[1:]), g.dtype)
         )(g)
         return a_bar
+
+    def transpose_ones(self, g: jnp.ndarray, kernel_shape: tuple[int, ...], in_shape: tuple[int, ...]):
+        """op^T(g; 1) for an all-ones kernel of ``kernel_shape``: every input channel receives the sum
+        of g over the output channels and, for a conv, over the kernel window (a box sum with the
+        conv's zero padding). Equal to :meth:`transpose` with ``jnp.ones(kernel_shape)``."""
+        s = jnp.sum(g, axis=-1)
+        out = (g.shape[0], *in_shape[1:])
+        if self.kind == "dense":
+            return jnp.broadcast_to(s[:, None], out)
+        if self.kind != "conv":
+            raise ValueError(f"an all-ones kernel needs a conv or dense layer, not {self.kind!r}")
+        kh, kw = kernel_shape[:2]
+        (ph, _), (pw, _) = CONV_PADDING
+        # out[h] = sum_dy g[h + p - dy], dy = 0..k-1: a window of k ending at h + p
+        pad = ((0, 0), (kh - 1 - ph, ph), (kw - 1 - pw, pw))
+        box = lax.reduce_window(s, jnp.zeros((), s.dtype), lax.add, (1, kh, kw), (1, 1, 1), pad)
+        return jnp.broadcast_to(box[..., None], out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +152,33 @@ def _rule_backward(spec: LayerRule, x, w, b, z, bounds, r):
             g = jnp.where(z < 0, g, 0)
         if group.coef != 1:
             g = group.coef * g
-        for term, a, wk in live:
-            c = op.transpose(g, wk, x.shape)
+        for (term, a, wk), c in zip(live, _transposes(op, g, live, x.shape)):
             contrib = c if term.input == "ones" else a * c
             if term.sign != 1:
                 contrib = term.sign * contrib
             r_in = _add(r_in, contrib)
     return jnp.zeros_like(x) if r_in is None else r_in.astype(x.dtype)
+
+
+def _transposes(op: LinearOp, g: jnp.ndarray, live, in_shape) -> list[jnp.ndarray]:
+    """op^T(g; W_k) for each live term (term, input, W_k) of a group."""
+    out: list = [None] * len(live)
+    general = []
+    for i, (term, _, wk) in enumerate(live):
+        if term.weight.op == "ones" and op.kind in ("conv", "dense"):
+            out[i] = op.transpose_ones(g, wk.shape, in_shape)
+        else:
+            general.append(i)
+    channels = in_shape[-1]
+    if op.kind == "conv" and len(general) > 1 and channels <= STACK_MAX_CHANNELS:
+        stacked = jnp.concatenate([live[i][2] for i in general], axis=2)  # (kh, kw, k * C_in, C_out)
+        c = op.transpose(g, stacked, (*in_shape[:-1], stacked.shape[2]))
+        for j, i in enumerate(general):
+            out[i] = c[..., j * channels : (j + 1) * channels]
+    else:
+        for i in general:
+            out[i] = op.transpose(g, live[i][2], in_shape)
+    return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

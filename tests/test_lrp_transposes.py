@@ -1,0 +1,86 @@
+"""The two shortcuts of the LRP backward (hbjax.lrp.layers): an all-ones kernel's transpose as a box
+sum, and one transposed conv over stacked kernels, each equal to the plain transposed op."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hbjax.lrp import rules
+from hbjax.lrp.layers import LayerRule, LinearOp, _transposes, lrp_linear
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.mark.parametrize("kind, in_shape, kernel_shape", [
+    ("conv", (2, 7, 5, 3), (3, 3, 3, 4)),
+    ("conv", (1, 1, 1, 2), (3, 3, 2, 3)),  # every window is mostly padding
+    ("dense", (2, 6), (6, 5)),
+])  # fmt: skip
+def test_ones_transpose_equals_the_transpose_of_an_all_ones_kernel(kind, in_shape, kernel_shape):
+    op = LinearOp(kind)
+    out_shape = jax.eval_shape(lambda a: op(a, jnp.ones(kernel_shape)), jnp.zeros(in_shape)).shape
+    g = jnp.asarray(np.random.default_rng(0).normal(size=out_shape))
+    fast = op.transpose_ones(g, kernel_shape, in_shape)
+    plain = op.transpose(g, jnp.ones(kernel_shape, g.dtype), in_shape)
+    assert fast.shape == plain.shape == (in_shape[0], *in_shape[1:])
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_ones_transpose_refuses_an_op_without_a_kernel():
+    with pytest.raises(ValueError, match="all-ones kernel needs a conv or dense layer"):
+        LinearOp("avgpool", (1, 1)).transpose_ones(jnp.ones((1, 1, 1, 2)), (3, 3, 2, 2), (1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("channels", [3, 64])  # stacked (image input) and one conv per term
+def test_group_transposes_equal_one_transposed_conv_per_term(channels):
+    rng = np.random.default_rng(1)
+    op = LinearOp("conv")
+    in_shape = (2, 6, 6, channels)
+    g = jnp.asarray(rng.normal(size=(2, 6, 6, 5)))
+    kernels = [jnp.asarray(rng.normal(size=(3, 3, channels, 5))) for _ in range(3)]
+    terms = [rules.Term("x"), rules.Term("low", rules.POS, rules.POS, -1.0), rules.Term("high", rules.NEG, rules.NEG, -1.0)]
+    live = [(t, None, w) for t, w in zip(terms, kernels)]
+    got = _transposes(op, g, live, in_shape)
+    for c, w in zip(got, kernels):
+        np.testing.assert_allclose(c, op.transpose(g, w, in_shape), rtol=1e-12, atol=1e-12)
+
+
+def test_zbox_and_flat_layers_match_a_direct_evaluation_of_their_rules():
+    """R_in of z^B and flat on a small input layer, against the formulas written out with jax.vjp."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 5, 5, 3)))
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
+    b = jnp.asarray(rng.normal(size=(4,)))
+    r = jnp.asarray(rng.normal(size=(2, 5, 5, 4)))
+    low, high = jnp.full((3,), -2.0), jnp.full((3,), 2.5)
+    op = LinearOp("conv")
+
+    def conv(a, k):
+        return op(a, k)
+
+    def grad(a, k, s):
+        return jax.vjp(lambda t: conv(t, k), a)[1](s)[0]
+
+    eps = 1e-6
+    stab = lambda z: z + eps * jnp.where(z >= 0, 1.0, -1.0)
+    wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+    lo, hi = jnp.broadcast_to(low, x.shape), jnp.broadcast_to(high, x.shape)
+    s = r / stab(conv(x, w) - conv(lo, wp) - conv(hi, wn))
+    expected_zbox = x * grad(x, w, s) - lo * grad(lo, wp, s) - hi * grad(hi, wn, s)
+    ones = jnp.ones_like(x)
+    expected_flat = grad(ones, jnp.ones_like(w), r / stab(conv(ones, jnp.ones_like(w))))
+
+    def relevance_in(rule, bounds):
+        spec = LayerRule(op, rule)
+        _, vjp = jax.vjp(lambda a: lrp_linear(spec, a, w, b, bounds), x)
+        return vjp(r)[0]
+
+    np.testing.assert_allclose(relevance_in(rules.zbox(), (low, high)), expected_zbox, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(relevance_in(rules.flat(), None), expected_flat, rtol=1e-9, atol=1e-12)
