@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax import lrp
+from hbjax import lrp, xla
 from hbjax.models.model import Model, check_images
 
 __all__ = [
@@ -267,7 +267,7 @@ def heat_and_blur_fn(
 
 @functools.lru_cache(maxsize=32)
 def _jitted(fn: Callable) -> Callable:
-    return jax.jit(fn)
+    return xla.jit(fn)
 
 
 def _check_call(x: Any, key: Any, sigma: Any) -> jnp.ndarray:

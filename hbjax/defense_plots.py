@@ -18,6 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from hbjax import xla
 from hbjax.defense import Cleaned, clean  # noqa: E402
 from hbjax.models.model import Model  # noqa: E402
 
@@ -126,7 +127,7 @@ def figure3(
     ``clean_kwargs`` go to :func:`hbjax.defense.clean` (sigma, composite, binarize, mode, ...).
     """
     out = clean(model, x, key, **clean_kwargs)
-    apply = jax.jit(model.apply)
+    apply = xla.jit(model.apply)
     return panel(
         x, out, cleaned_logits=apply(model.params, out.image),
         blurred_logits=apply(model.params, out.blurred), class_names=model.class_names,

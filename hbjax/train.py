@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import flax.serialization
 import jax
@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from hbjax import xla
 from hbjax.data.folder import ImageFolder
 from hbjax.data.preprocess import Preprocess
 from hbjax.models.model import Model, fold_batchnorm, vgg_cifar
@@ -87,7 +88,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, cfg: TrainCo
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         return loss, (logits, updates["batch_stats"])
 
-    @jax.jit
+    @xla.jit
     def step(state, images_u8, labels, key):
         x = augment(images_u8, key, cfg.pad)
         grads, (logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
@@ -111,7 +112,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, cfg: TrainCo
 
 def accuracy(model: Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
     """Top-1 accuracy of a (folded or eval-mode) model on uint8 or [0, 1] float images."""
-    apply = jax.jit(model.apply)
+    apply = xla.jit(model.apply)
     correct = 0
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]

@@ -57,14 +57,14 @@ def main() -> None:
     import hbjax
     import hbjax.data
     import hbjax.defense
-    from hbjax import attacks
+    from hbjax import attacks, xla
 
     model = hbjax.models.load(args.model)
     folder = hbjax.data.ImageFolder(args.data, "test", limit_per_class=100)
     images, labels = folder.load_uint8()
     order = np.argsort(np.arange(len(labels)) % 100, kind="stable")
     images, labels = images[order].astype(np.float32) / 255.0, labels[order]
-    apply = jax.jit(model.apply)
+    apply = xla.jit(model.apply)
     pred = np.concatenate([
         np.asarray(jnp.argmax(apply(model.params, images[i : i + 500]), -1))
         for i in range(0, len(images), 500)
@@ -74,7 +74,7 @@ def main() -> None:
     x_all, y_all = images[keep], labels[keep].astype(np.int32)
 
     defense = {"sigma": tuple(args.sigma)}
-    defended = jax.jit(hbjax.defense.defended(model, **defense))
+    defended = xla.jit(hbjax.defense.defended(model, **defense))
     fn = attacks.model_logits(model)
     pgd_kw = dict(eps=args.eps, norm="linf", steps=args.steps, step_size=2 / 255)
 

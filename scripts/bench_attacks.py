@@ -71,7 +71,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     import hbjax
-    from hbjax import attacks
+    from hbjax import attacks, xla
 
     loops = [s for s in args.loops.split(",") if s]
     default_loop = "unroll" if jax.default_backend() == "cpu" else "lax"
@@ -85,7 +85,7 @@ def main() -> None:
     eps, alpha = 8 / 255, 2 / 255
     print(f"device {jax.devices()[0]}, batch {args.batch}, width {args.width}, load {os.getloadavg()}")
 
-    grad = jax.jit(
+    grad = xla.jit(
         lambda f, z, c: jax.grad(lambda v: jnp.sum(attacks.attack_loss(f(v), c, "ce", False)))(z)
     )
 

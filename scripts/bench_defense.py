@@ -39,7 +39,7 @@ def bench_defense(args) -> dict:
     import jax.numpy as jnp
 
     import hbjax
-    from hbjax import defense
+    from hbjax import defense, xla
 
     model = hbjax.models.vgg(args.arch, key=jax.random.key(args.seed), input_size=(args.size, args.size))
     params = jax.device_put(model.params)
@@ -47,8 +47,8 @@ def bench_defense(args) -> dict:
     x = jnp.asarray(rng.uniform(0.0, 1.0, (args.batch, args.size, args.size, 3)).astype(np.float32))
     key = jax.random.key(args.seed)
 
-    forward = jax.jit(model.apply)
-    defended = jax.jit(defense.defended(model, sigma=tuple(args.sigma), composite=args.composite))
+    forward = xla.jit(model.apply)
+    defended = xla.jit(defense.defended(model, sigma=tuple(args.sigma), composite=args.composite))
 
     def run_forward():
         jax.block_until_ready(forward(params, x))
@@ -114,6 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
+
 
     result: dict = {
         "arch": args.arch, "size": args.size, "batch": args.batch, "backend": jax.default_backend(),

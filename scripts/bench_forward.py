@@ -23,6 +23,7 @@ import torch
 import torchvision
 
 import hbjax
+from hbjax import xla
 from hbjax.data import ImageFolder, Preprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,7 @@ def main() -> int:
     x_jax = jax.device_put(x)
     x_torch = torch.from_numpy(((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).copy())
 
-    forward = jax.jit(model.apply)
+    forward = xla.jit(model.apply)
     start = time.perf_counter()
     jax_logits = np.asarray(forward(params, x_jax).block_until_ready())
     compile_s = time.perf_counter() - start

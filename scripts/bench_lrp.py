@@ -4,7 +4,9 @@
 VGG19 (torchvision layout, random weights with random biases in [-0.05, 0.05]), 224x224, batch 8,
 on the CPU:
 
-- ``forward_s``: the jitted JAX forward (``model.apply``);
+- ``forward_s``: the jitted JAX forward (``hbjax.jit(model.apply)``: compiled with the same XLA
+  options as hbjax's LRP, see :mod:`hbjax.xla`; ``forward_xla_defaults_s`` is the same forward under
+  a plain ``jax.jit``, for reference; the ratios use ``forward_s``);
 - ``lrp_s``: ``hbjax.lrp.relevance_fn(model, "epsilon_plus_flat")`` (one jitted function: the
   forward, the z+ forwards, one backward), the function behind ``hbjax.lrp.relevance``;
 - ``zennit_s``: zennit's ``EpsilonPlusFlat`` through ``zennit.attribution.Gradient`` on the same
@@ -108,7 +110,7 @@ def main(argv=None) -> None:
     from zennit.composites import EpsilonPlusFlat
 
     import hbjax
-    from hbjax import lrp
+    from hbjax import lrp, xla
 
     net = torch_vgg(args.arch, args.seed)
     model = hbjax.models.from_torchvision(args.arch, net.state_dict())
@@ -124,11 +126,15 @@ def main(argv=None) -> None:
     xn_torch = torch.tensor(((x_np - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32)
     onehot = torch.eye(model.num_classes)[targets_np]
 
-    forward = jax.jit(model.apply)
+    forward = xla.jit(model.apply)
+    forward_defaults = jax.jit(model.apply)
     explain = lrp.relevance_fn(model, args.composite)
 
     def jax_forward():
         forward(params, x).block_until_ready()
+
+    def jax_forward_defaults():
+        forward_defaults(params, x).block_until_ready()
 
     def hbjax_lrp():
         explain(params, x, targets)[0].block_until_ready()
@@ -142,7 +148,13 @@ def main(argv=None) -> None:
         with Gradient(net, EpsilonPlusFlat()) as attributor:
             attributor(xr, onehot)
 
-    parts = {"forward": jax_forward, "lrp": hbjax_lrp, "zennit": zennit_lrp, "torch_forward": torch_forward}
+    parts = {
+        "forward": jax_forward,
+        "lrp": hbjax_lrp,
+        "zennit": zennit_lrp,
+        "torch_forward": torch_forward,
+        "forward_xla_defaults": jax_forward_defaults,
+    }
     times: dict[str, list[float]] = {k: [] for k in parts}
     warm_mib: dict[str, float] = {}
     run_mib: dict[str, float] = {k: 0.0 for k in parts}
@@ -183,6 +195,8 @@ def main(argv=None) -> None:
         "forward_s": best["forward"],
         "lrp_s": best["lrp"],
         "torch_forward_s": best["torch_forward"],
+        "forward_xla_defaults_s": best["forward_xla_defaults"],
+        "compiler_options": xla.compiler_options(),
         "zennit_s": best["zennit"],
         "median_s": {k: float(np.median(v)) for k, v in times.items()},
         "rss_growth_warmup_mib": warm_mib,

@@ -11,11 +11,11 @@ import json
 import os
 import time
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 import hbjax
+from hbjax import xla
 from hbjax.data import ImageFolder, Preprocess
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     size = tuple(model.meta.get("input_size", (32, 32)))
     preprocess = Preprocess("cifar" if size == (32, 32) else "imagenet")
     folder = ImageFolder(args.root, args.split, preprocess, limit_per_class=args.limit_per_class)
-    apply = jax.jit(model.apply)
+    apply = xla.jit(model.apply)
     top1 = top5 = n = 0
     for x, y, _ in tqdm(folder.batches(args.batch_size), total=-(-len(folder) // args.batch_size)):
         logits = np.asarray(apply(model.params, x))

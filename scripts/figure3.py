@@ -31,6 +31,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     import hbjax
+    from hbjax import xla
     from hbjax.cli.port import read_class_names
     from hbjax.data.preprocess import Preprocess, preprocess_image
     from hbjax.defense_plots import figure3
@@ -44,7 +45,7 @@ def main() -> None:
     files = [os.path.join(args.data, "cifar10", "test", c, "0003.jpg") for c in classes]
     x = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
     labels = np.asarray([model.class_names.index(c) for c in classes])
-    logits_fn = jax.jit(lambda x: model.apply(model.params, x))
+    logits_fn = xla.jit(lambda x: model.apply(model.params, x))
     adv = hbjax.attacks.pgd(logits_fn, jnp.asarray(x), jnp.asarray(labels), key, eps=8 / 255, steps=20)
     fig = figure3(
         model, adv.x_adv, jax.random.fold_in(key, 1), sigma=(0.8, 1.2), labels=labels,

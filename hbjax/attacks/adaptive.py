@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from hbjax import xla
 from hbjax.attacks import base
 from hbjax.attacks.base import AttackResult
 
@@ -40,7 +41,7 @@ def _clean_fn(model: Any, defense: Mapping[str, Any] | None) -> tuple[Callable, 
     return _defense_module().heat_and_blur_fn(model, **kwargs), kwargs
 
 
-@functools.partial(jax.jit, static_argnames=("clean", "apply", "targeted"))
+@functools.partial(xla.jit, static_argnames=("clean", "apply", "targeted"))
 def _defended_verdict(clean, apply, params, x, x_adv, classes, key, *, targeted):
     """success on the defended classifier (one draw of sigma), L2 and Linf distances."""
     logits = apply(params, clean(params, x_adv, key).image)
@@ -58,12 +59,12 @@ def _result(clean, apply, params, x, x_adv, classes, key, targeted, calls) -> At
     return AttackResult(x_adv, success, l2, linf, jnp.asarray(calls + 1, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("clean",))
+@functools.partial(xla.jit, static_argnames=("clean",))
 def _mask(clean, params, x, key):
     return clean(params, x, key).mask
 
 
-@jax.jit
+@xla.jit
 def _merge(x, x_cur, x_adv, mask, done, eps, linf_ball):
     """Copies x_adv into the masked pixels of x_cur, then clips to the eps-ball around x (when
     eps is finite; Linf or L2) and to [0, 1]; examples already done keep x_cur."""

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hbjax import xla
+
 LOOPS = ("auto", "unroll", "lax")
 LOSSES = ("ce", "margin")
 NORMS = ("linf", "l2")
@@ -290,7 +292,7 @@ def clip_to_ball(x_adv: jax.Array, x: jax.Array, eps: jax.Array, norm: str) -> j
 
 
 # ------------------------------------------------------------------------------------ finalising
-@functools.partial(jax.jit, static_argnames=("targeted",))
+@functools.partial(xla.jit, static_argnames=("targeted",))
 def _evaluate(fn, x, x_adv, classes, *, targeted):
     logits = fn(x_adv)
     pred = jnp.argmax(logits, -1)
@@ -354,7 +356,7 @@ def chunk_size(num_steps: int, unroll: int) -> int:
     return unroll
 
 
-@functools.partial(jax.jit, static_argnames=("step", "done", "num_steps"))
+@functools.partial(xla.jit, static_argnames=("step", "done", "num_steps"))
 def _run_unrolled(step, done, operands, carry, start, *, num_steps):
     for j in range(num_steps):
         carry = step(operands, start + j, carry)
@@ -362,7 +364,7 @@ def _run_unrolled(step, done, operands, carry, start, *, num_steps):
     return carry, stop
 
 
-@functools.partial(jax.jit, static_argnames=("step", "done"))
+@functools.partial(xla.jit, static_argnames=("step", "done"))
 def _run_lax(step, done, operands, carry, start, stop):
     def body(state):
         i, c = state

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hbjax import xla
 from hbjax.attacks import base
 from hbjax.attacks.base import AttackResult
 
@@ -22,7 +23,7 @@ def _decide(fn, z, classes, targeted):
     return (pred == classes) if targeted else (pred != classes)
 
 
-@functools.partial(jax.jit, static_argnames=("targeted",))
+@functools.partial(xla.jit, static_argnames=("targeted",))
 def _noise_trial(fn, x, classes, key, noise, found, *, targeted):
     """Uniform noise in [0, 1]; examples without an adversarial noise yet take it if it is one."""
     candidate = jax.random.uniform(key, x.shape, x.dtype)
@@ -30,7 +31,7 @@ def _noise_trial(fn, x, classes, key, noise, found, *, targeted):
     return base.select(adv, candidate, noise), found | adv
 
 
-@functools.partial(jax.jit, static_argnames=("targeted",))
+@functools.partial(xla.jit, static_argnames=("targeted",))
 def _blend_trial(fn, x, classes, noise, epsilon, best, *, targeted):
     """The smallest blend (1 - e) x + e noise found adversarial so far, per example."""
     blend = (1 - epsilon) * x + epsilon * noise
@@ -184,7 +185,7 @@ def _all_converged(operands, c) -> jax.Array:
     return jnp.all(c["source_steps"] < operands[-1])
 
 
-@jax.jit
+@xla.jit
 def _check_start(fn, x, classes, start, targeted_flag):
     logits = fn(start)
     pred = jnp.argmax(logits, -1)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hbjax import xla
 from hbjax.attacks import base
 from hbjax.attacks.base import AttackResult
 
@@ -146,7 +147,7 @@ def _all_stopped(operands, carry) -> jax.Array:
     return ~jnp.any(carry["active"])
 
 
-@functools.partial(jax.jit, static_argnames=("targeted", "memory"))
+@functools.partial(xla.jit, static_argnames=("targeted", "memory"))
 def _init(fn, x, classes, consts, best_x, best_l2, *, targeted, memory):
     (_, (f, logits)), g = jax.value_and_grad(_objective, argnums=1, has_aux=True)(
         fn, x, x, classes, consts, targeted

@@ -10,6 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from hbjax import xla
 from hbjax.attacks import base
 from hbjax.attacks.base import AttackResult
 
@@ -130,12 +131,12 @@ def pgd(
     return base.finalize(fn, x, best, classes, targeted, calls)
 
 
-@jax.jit
+@xla.jit
 def _start_linf(x, key, eps):
     return jnp.clip(x + base.random_in_ball(key, x, eps, "linf"), 0.0, 1.0)
 
 
-@jax.jit
+@xla.jit
 def _start_l2(x, key, eps):
     return jnp.clip(x + base.random_in_ball(key, x, eps, "l2"), 0.0, 1.0)
 
@@ -144,7 +145,7 @@ def _start(x, key, eps, norm):
     return _start_linf(x, key, eps) if norm == "linf" else _start_l2(x, key, eps)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "loss", "targeted"))
+@functools.partial(xla.jit, static_argnames=("norm", "loss", "targeted"))
 def _fgsm_step(fn, x, classes, eps, *, norm, loss, targeted):
     g = _loss_grad(fn, x, classes, loss, targeted)
     return base.clip_to_ball(x + eps * base.normalize(g, norm).astype(x.dtype), x, eps, norm)

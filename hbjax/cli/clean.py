@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hbjax import xla
 from hbjax.cli.predict import PredictError, chunks, collect_files, preprocess_for
 
 
@@ -129,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     fn = defense.heat_and_blur_fn(
         model, sigma=sigma, composite=args.composite, method=args.method, binarize=binarize, mode=args.mode
     )
-    clean = jax.jit(fn)
-    apply = jax.jit(model.apply)
+    clean = xla.jit(fn)
+    apply = xla.jit(model.apply)
     preprocess = preprocess_for(model.meta)
     files = collect_files(args.images)
     stems = unique_stems(files)

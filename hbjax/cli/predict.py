@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from hbjax import xla
 from hbjax.data.folder import IMAGE_EXTENSIONS, load_image
 from hbjax.data.preprocess import Preprocess
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     names = model.class_names
     k = min(args.top_k, model.num_classes)
-    forward = jax.jit(lambda params, x: jax.nn.softmax(model.apply(params, x), axis=-1))
+    forward = xla.jit(lambda params, x: jax.nn.softmax(model.apply(params, x), axis=-1))
     skipped: list[tuple[str, str]] = []
     done = 0
     out = sys.stdout

@@ -8,9 +8,9 @@ import inspect
 import os
 from typing import Any, Callable, Iterator, Mapping
 
-import jax
 import numpy as np
 
+from hbjax import xla
 from hbjax.experiment.protocol import TARGET_MODES, Components
 
 
@@ -184,9 +184,9 @@ def build_components(cfg: Mapping, model) -> Components:
         raise ConfigError(f"attack.target must be one of {TARGET_MODES}, got {target_mode!r}")
 
     params = model.params
-    apply = jax.jit(model.apply)
+    apply = xla.jit(model.apply)
     try:
-        clean_fn = jax.jit(hbjax.defense.heat_and_blur_fn(model, **defense_kwargs))
+        clean_fn = xla.jit(hbjax.defense.heat_and_blur_fn(model, **defense_kwargs))
     except ValueError as e:
         raise ConfigError(f"defense/lrp: {e}") from None
 
@@ -199,7 +199,7 @@ def build_components(cfg: Mapping, model) -> Components:
     num_classes = model.num_classes
     ndcg_ks = ks + (num_classes,)
 
-    @jax.jit
+    @xla.jit
     def ndcg(benign_logits, other_logits):
         return hbjax.metrics.ndcg(
             benign_logits, other_logits, ks=ndcg_ks, coverage=coverage, relevance=relevance

@@ -2,10 +2,12 @@
 heatmaps (LRP, CLRP, SGLRP) and their binarisation (eq. 2 of the paper)."""
 
 from hbjax.lrp.binarization import binarize
-from hbjax.lrp.composites import COMPOSITES, Composite, get_composite, register_composite
-from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
-from hbjax.lrp.network import build_plan, forward
-from hbjax.lrp.plot import explain_figure, plot_panels
+from hbjax.lrp.composites import (
+    COMPOSITES,
+    Composite,
+    get_composite,
+    register_composite,
+)
 from hbjax.lrp.explain import (
     METHODS,
     heatmap,
@@ -16,6 +18,9 @@ from hbjax.lrp.explain import (
     relevance_and_logits,
     relevance_fn,
 )
+from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
+from hbjax.lrp.network import build_plan, forward
+from hbjax.lrp.plot import explain_figure, plot_panels
 from hbjax.lrp.rules import (
     RULES,
     Group,

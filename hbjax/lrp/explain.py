@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hbjax import xla
 from hbjax.lrp.composites import Composite, get_composite
 from hbjax.lrp.network import Step, build_plan, forward
 from hbjax.models.model import Model, check_images
@@ -107,7 +108,7 @@ def _compiled(
             return (jnp.maximum(h, 0) if method == "clrp" else h), logits
         return r, logits
 
-    return jax.jit(explain)
+    return xla.jit(explain)
 
 
 def _check_method(method: str, scale_by_logit: bool) -> None:
@@ -129,7 +130,8 @@ def relevance_fn(
     :func:`relevance_and_logits` (``output="relevance"``: out is (B, H, W, 3)) and
     :func:`heatmap_and_logits` (``output="heatmap"``: out is (B, H, W)).
 
-    Call it inside your own ``jax.jit`` with the variables as an argument (not closed over), e.g.
+    Call it inside your own ``hbjax.jit`` (``jax.jit`` with hbjax's compiler options, see
+    :mod:`hbjax.xla`) with the variables as an argument (not closed over), e.g.
     ``fn(model.params, x)``; ``targets=None`` explains the argmax of the logits. It does not check
     its arguments (the wrappers do). Functions are cached on the layers with their rules, the
     normalisation and the method, so repeated calls reuse one compilation.
@@ -266,7 +268,7 @@ def layer_relevances(
     plan = build_plan(tuple(model.layers), comp)
     t = _check_targets(targets, x.shape[0], model.num_classes)
 
-    @jax.jit
+    @xla.jit
     def run(variables, x, t):
         xn = model.normalization(x)
         bounds = model.normalization.bounds(x.dtype)

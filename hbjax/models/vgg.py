@@ -12,7 +12,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-
 from hbjax.models.layers import LayerSpec, adaptive_avg_pool, max_pool_2x2
 
 # torchvision's configurations "A", "B", "D", "E": conv widths, "M" is a 2x2 max-pool.
