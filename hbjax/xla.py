@@ -102,6 +102,9 @@ class _Jitted:
                 raise
             return self._plain()(*args, **kwargs)
 
+    def __get__(self, obj, objtype=None):  # as a method decorator, like jax.jit
+        return self if obj is None else functools.partial(self, obj)
+
     def __getattr__(self, name: str):  # lower, trace, eval_shape, ...
         if name.startswith("__"):
             raise AttributeError(name)

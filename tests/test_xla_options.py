@@ -69,6 +69,17 @@ def test_jit_as_a_decorator_with_static_arguments():
     assert "raise_to" in raise_to.lower(jnp.float32(1.0), power=3).as_text()
 
 
+def test_jit_decorates_methods():
+    class Scale:
+        factor = 3.0
+
+        @xla.jit(static_argnums=0)
+        def apply(self, x):
+            return x * self.factor
+
+    assert float(Scale().apply(jnp.float32(2.0))) == 6.0
+
+
 def test_convolutions_leave_ynnpack_on_the_cpu():
     if jax.default_backend() != "cpu" or not xla.compiler_options():
         pytest.skip("the option applies to the CPU backend of an XLA that knows it")
