@@ -33,7 +33,7 @@ CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_
 
 def compiler_options(backend: str | None = None) -> dict[str, Any]:
     """The XLA options hbjax compiles with on ``backend`` (default: JAX's default backend): on the
-    CPU, YNNPACK fusions off (see the module docstring); elsewhere, or with
+    CPU, convolutions out of YNNPACK (see the module docstring); elsewhere, or with
     ``HBJAX_XLA_DEFAULTS=1``, none."""
     if os.environ.get("HBJAX_XLA_DEFAULTS", "").strip() not in ("", "0"):
         return {}
@@ -53,14 +53,17 @@ def _cpu_accepts(options: tuple[tuple[str, Any], ...]) -> bool:
     return True
 
 
-def _float32_only(leaves) -> bool:
-    """Whether every floating-point argument is float32 (the options are measured for float32;
-    XLA's own float64 convolution is 30x slower than its default one)."""
+def _needs_plain_jit(leaves) -> bool:
+    """Whether a call must take the plain jit: an argument is traced (JAX takes compiler options
+    only on a top-level jit) or floating-point but not float32 (the options are measured for
+    float32; XLA's own float64 convolution is 30x slower than its default one)."""
     for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            return True
         dtype = getattr(leaf, "dtype", None)
-        if dtype is not None and jnp.issubdtype(dtype, jnp.inexact) and dtype != jnp.float32:
-            return False
-    return True
+        if dtype is not None and dtype != jnp.float32 and jnp.issubdtype(dtype, jnp.inexact):
+            return True
+    return False
 
 
 class _Jitted:
@@ -92,8 +95,7 @@ class _Jitted:
         return self._nested
 
     def __call__(self, *args, **kwargs):
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or not _float32_only(leaves):
+        if _needs_plain_jit(jax.tree_util.tree_leaves((args, kwargs))):
             return self._plain()(*args, **kwargs)
         try:
             return self._get()(*args, **kwargs)
