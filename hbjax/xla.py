@@ -12,8 +12,8 @@ options. Set the environment variable ``HBJAX_XLA_DEFAULTS=1`` to compile with X
 
 Only convolutions move: matrix products stay with YNNPACK, whose product with a transposed
 (out, in) kernel (the relevance and gradient of a dense layer) is 7x faster here than XLA's own.
-The functions hbjax jits that run a network use :func:`jit`; :mod:`hbjax.metrics` (sorts and
-reductions, no convolutions) keeps ``jax.jit``, as XLA's default fusions are faster for it. A
+The functions hbjax jits use :func:`jit`, except :mod:`hbjax.metrics` (sorts and reductions, no
+convolutions), whose own functions keep ``jax.jit``, as XLA's default fusions are faster for them. A
 function you jit yourself around hbjax's pure functions is compiled with your options: use
 :func:`jit` (or pass ``compiler_options()`` to ``jax.jit``) to get the same ones.
 """

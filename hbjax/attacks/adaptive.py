@@ -64,7 +64,7 @@ def _mask(clean, params, x, key):
     return clean(params, x, key).mask
 
 
-@jax.jit
+@xla.jit
 def _merge(x, x_cur, x_adv, mask, done, eps, linf_ball):
     """Copies x_adv into the masked pixels of x_cur, then clips to the eps-ball around x (when
     eps is finite; Linf or L2) and to [0, 1]; examples already done keep x_cur."""

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hbjax import xla
 from hbjax.attacks import base
 from hbjax.attacks.base import AttackResult
 
@@ -88,7 +89,7 @@ def _stopped(operands, carry) -> jax.Array:
     return carry[6]
 
 
-@jax.jit
+@xla.jit
 def _init_carry(x, best_x, best_l2):
     delta = jnp.zeros_like(x)
     n = x.shape[0]
@@ -98,7 +99,7 @@ def _init_carry(x, best_x, best_l2):
     )  # fmt: skip
 
 
-@jax.jit
+@xla.jit
 def _prepare(x):
     w0 = to_tanh_space(x)
     return w0, from_tanh_space(w0)

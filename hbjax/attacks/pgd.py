@@ -131,12 +131,12 @@ def pgd(
     return base.finalize(fn, x, best, classes, targeted, calls)
 
 
-@jax.jit
+@xla.jit
 def _start_linf(x, key, eps):
     return jnp.clip(x + base.random_in_ball(key, x, eps, "linf"), 0.0, 1.0)
 
 
-@jax.jit
+@xla.jit
 def _start_l2(x, key, eps):
     return jnp.clip(x + base.random_in_ball(key, x, eps, "l2"), 0.0, 1.0)
 

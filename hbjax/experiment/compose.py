@@ -8,7 +8,6 @@ import inspect
 import os
 from typing import Any, Callable, Iterator, Mapping
 
-import jax
 import numpy as np
 
 from hbjax import xla
@@ -200,7 +199,7 @@ def build_components(cfg: Mapping, model) -> Components:
     num_classes = model.num_classes
     ndcg_ks = ks + (num_classes,)
 
-    @jax.jit
+    @xla.jit
     def ndcg(benign_logits, other_logits):
         return hbjax.metrics.ndcg(
             benign_logits, other_logits, ks=ndcg_ks, coverage=coverage, relevance=relevance
