@@ -224,9 +224,9 @@ def _config(
 
 
 @functools.lru_cache(maxsize=32)
-def _clean_fn(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndBlur) -> Callable:
+def _clean_fn(layers: tuple, network: Any, normalization: Any, num_classes: int, cfg: HeatAndBlur) -> Callable:
     explain = lrp.relevance_fn(
-        Model(layers, normalization, None, {"num_classes": num_classes}),
+        Model(layers, normalization, None, {"num_classes": num_classes}, network),
         cfg.composite,
         method=cfg.method,
         output="heatmap",
@@ -262,7 +262,7 @@ def heat_and_blur_fn(
     use inside your own ``jit``/``vmap``. It does not check its arguments; ``key`` may be None when
     sigma is fixed. Arguments as :func:`heat_and_blur`."""
     cfg = _config(sigma, composite, method, binarize, mode, truncate)
-    return _clean_fn(tuple(model.layers), model.normalization, model.num_classes, cfg)
+    return _clean_fn(tuple(model.layers), model.network, model.normalization, model.num_classes, cfg)
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,8 +18,8 @@ from hbjax.lrp.explain import (
     relevance_and_logits,
     relevance_fn,
 )
+from hbjax.lrp.graph import UnsupportedOperation
 from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
-from hbjax.lrp.network import build_plan, forward
 from hbjax.lrp.plot import explain_figure, plot_panels
 from hbjax.lrp.rules import (
     RULES,
@@ -31,6 +31,7 @@ from hbjax.lrp.rules import (
     epsilon,
     flat,
     gamma,
+    gradient,
     lrp0,
     make_rule,
     norm,
@@ -41,7 +42,7 @@ from hbjax.lrp.rules import (
 
 __all__ = [
     "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
-    "Term", "alpha_beta", "binarize", "build_plan", "epsilon", "explain_figure", "flat", "forward", "gamma",
+    "Term", "UnsupportedOperation", "alpha_beta", "binarize", "epsilon", "explain_figure", "flat", "gamma", "gradient",
     "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
     "make_rule", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
     "relu_pass", "stabilize", "wsquare", "zbox", "zplus",

@@ -30,24 +30,37 @@ A custom composite comes from a mapping (a Hydra config), e.g.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Any, Callable, Mapping
 
 from hbjax.lrp import rules as R
 from hbjax.lrp.rules import Rule, make_rule
-from hbjax.models.layers import LayerSpec
 
-EXPLAINED_KINDS = ("conv", "dense", "adaptive_avgpool")
+EXPLAINED_KINDS = ("conv", "depthwise_conv", "dense", "avgpool", "adaptive_avgpool", "sum")
+PARAMETER_FREE_KINDS = ("avgpool", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
 class Composite:
-    """Rules by layer: ``names`` (layer name -> rule) wins over ``first`` (the input layer), which
-    wins over ``kinds`` (layer kind -> rule). Hashable, so it can key a compilation cache."""
+    """Rules by layer. A layer is known by its module path (``"layer1/0/conv1"``, Flax's named
+    scopes; ``"fc3"`` for hbjax's VGGs) and its kind: ``conv``, ``depthwise_conv`` (feature
+    groups > 1; falls back to ``conv``), ``dense``, ``avgpool`` (any parameter-free linear map:
+    average, adaptive average and global mean pooling; ``adaptive_avgpool`` is an alias) and
+    ``sum`` (a residual sum of two activations).
+
+    Precedence: ``names`` (glob patterns on the path, ``fnmatch`` syntax, first match wins), then
+    ``first`` (the input layer: a conv or dense layer with no other one before it), then ``last``
+    (one with no other after it: the logits layer), then ``kinds``. Pooling and sums default to
+    zennit's ``Norm``. ``output_relu`` passes the logits through a ReLU before relevance flows
+    back (relevance of a negative logit is zero). Hashable, so it can key a compilation cache.
+    """
 
     name: str = "custom"
     first: Rule | None = None
     kinds: tuple[tuple[str, Rule], ...] = ()
     names: tuple[tuple[str, Rule], ...] = ()
+    last: Rule | None = None
+    output_relu: bool = False
 
     def __post_init__(self) -> None:
         for kind, _ in self.kinds:
@@ -55,22 +68,30 @@ class Composite:
                 raise ValueError(f"composite {self.name!r}: no rule applies to layer kind {kind!r}; "
                                  f"rules go on {EXPLAINED_KINDS}")
 
-    def rule_for(self, layer: LayerSpec, is_first: bool) -> Rule | None:
-        """The rule for ``layer`` (``is_first``: it is the input layer); None for layers without
-        one (ReLU, max-pooling, flatten, dropout)."""
-        if layer.kind not in EXPLAINED_KINDS:
-            return None
-        names = dict(self.names)
-        if layer.name in names:
-            return names[layer.name]
-        if is_first and self.first is not None:
+    def rule_for(self, kind: str, path: str, *, is_first: bool = False, is_last: bool = False) -> Rule:
+        """The rule for a layer of ``kind`` at module path ``path``."""
+        if kind not in EXPLAINED_KINDS:
+            raise ValueError(f"no rule applies to layer kind {kind!r}; rules go on {EXPLAINED_KINDS}")
+        for pattern, rule in self.names:
+            if path == pattern or fnmatch.fnmatchcase(path, pattern):
+                return rule
+        with_params = kind not in PARAMETER_FREE_KINDS
+        if with_params and is_first and self.first is not None:
             return self.first
+        if with_params and is_last and self.last is not None:
+            return self.last
         kinds = dict(self.kinds)
-        if layer.kind in kinds:
-            return kinds[layer.kind]
-        if layer.kind == "adaptive_avgpool":
+        if kind == "adaptive_avgpool":
+            kind = "avgpool"
+        if kind == "avgpool" and "avgpool" not in kinds and "adaptive_avgpool" in kinds:
+            return kinds["adaptive_avgpool"]
+        if kind in kinds:
+            return kinds[kind]
+        if kind == "depthwise_conv" and "conv" in kinds:
+            return kinds["conv"]
+        if kind in PARAMETER_FREE_KINDS:
             return R.norm()
-        raise ValueError(f"composite {self.name!r} has no rule for layer {layer.name!r} ({layer.kind})")
+        raise ValueError(f"composite {self.name!r} has no rule for layer {path!r} ({kind})")
 
     def replace(self, **changes: Any) -> "Composite":
         return dataclasses.replace(self, **changes)
@@ -130,7 +151,7 @@ def epsilon_all(epsilon: float = 1e-6) -> Composite:
 def lrp0_all() -> Composite:
     """LRP-0 on every conv and dense layer, and the unstabilised normalisation rule on average
     pooling: gradient x input on a bias-free ReLU network (with the logit as R_top)."""
-    kinds = (("conv", R.lrp0()), ("dense", R.lrp0()), ("adaptive_avgpool", R.norm(0.0)))
+    kinds = (("conv", R.lrp0()), ("dense", R.lrp0()), ("avgpool", R.norm(0.0)), ("sum", R.norm(0.0)))
     return Composite("lrp0", None, kinds)
 
 
@@ -180,18 +201,21 @@ def get_composite(spec: str | Composite | Mapping[str, Any]) -> Composite:
     if not hasattr(spec, "items"):
         raise ValueError(f"an LRP composite is a name, a mapping or a Composite; got {spec!r}")
     cfg = dict(spec.items())
-    known = {"base", "name", "first", "kinds", "names"}
+    known = {"base", "name", "first", "last", "kinds", "names", "output_relu"}
     base_name = cfg.pop("base", None)
     name = cfg.pop("name", None)
     first, kinds, names = cfg.pop("first", None), cfg.pop("kinds", None), cfg.pop("names", None)
+    last, output_relu = cfg.pop("last", None), cfg.pop("output_relu", None)
     if base_name is None and cfg:
         raise ValueError(f"composite parameters {sorted(cfg)} need a 'base'; known keys: {sorted(known)}")
     base = _named(base_name, cfg) if base_name is not None else Composite("custom")
     merged_kinds = dict(base.kinds) | dict(_rule_map(kinds, "kinds"))
     merged_names = dict(base.names) | dict(_rule_map(names, "names"))
     return Composite(
-        name=str(name or (base.name if not (first or kinds or names) else f"{base.name}+custom")),
+        name=str(name or (base.name if not (first or last or kinds or names) else f"{base.name}+custom")),
         first=make_rule(first) if first is not None else base.first,
         kinds=tuple(merged_kinds.items()),
         names=tuple(merged_names.items()),
+        last=make_rule(last) if last is not None else base.last,
+        output_relu=bool(base.output_relu if output_relu is None else output_relu),
     )

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax import xla
+from hbjax.lrp import graph
 from hbjax.lrp.composites import Composite, get_composite
-from hbjax.lrp.network import Step, build_plan, forward
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -72,12 +72,38 @@ def initial_relevance(
     raise ValueError(f"unknown heatmap method {method!r}; expected one of {METHODS}")
 
 
-def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bool,
+@jax.custom_vjp
+def _output_relu(z: jnp.ndarray) -> jnp.ndarray:
+    """The logits unchanged; relevance of a negative logit stops (the logits pass a ReLU)."""
+    return z
+
+
+_output_relu.defvjp(lambda z: (z, z), lambda z, r: (jnp.where(z > 0, r, 0),))
+
+
+def _prepare(net, composite: Composite, variables, xn):
+    """The network's plan (layers and rules) and its parameter leaves in xn's dtype."""
+    leaves, treedef = jax.tree.flatten(variables)
+    leaves = [
+        jnp.asarray(a, xn.dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a for a in leaves
+    ]  # fmt: skip
+    plan = graph.analyse(graph.trace(net, leaves, treedef, xn), composite)
+    return plan, leaves
+
+
+def lrp_forward(net, composite: Composite, variables, xn, bounds, probes=None, record=None):
+    """Logits of the normalised input xn; ``jax.vjp`` of it propagates relevance."""
+    plan, leaves = _prepare(net, composite, variables, xn)
+    out = graph.evaluate(plan, leaves, xn, bounds, probes, record)
+    return _output_relu(out) if composite.output_relu else out
+
+
+def _explain(net, composite, normalization: Normalization, method: str, scale_by_logit: bool,
              variables, x, targets):  # fmt: skip
     x = jax.lax.stop_gradient(x)
     xn = normalization(x)
     bounds = normalization.bounds(x.dtype)
-    logits, vjp = jax.vjp(lambda a: forward(plan, variables, a, bounds), xn)
+    logits, vjp = jax.vjp(lambda a: lrp_forward(net, composite, variables, a, bounds), xn)
     if targets is None:
         targets = jnp.argmax(logits, axis=-1)
     r_top = initial_relevance(logits, targets, method, scale_by_logit)
@@ -95,14 +121,15 @@ def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bo
 
 @functools.lru_cache(maxsize=32)
 def _compiled(
-    plan: tuple[Step, ...],
+    net: Any,
+    composite: Composite,
     normalization: Normalization,
     method: str,
     scale_by_logit: bool,
     output: str,
 ) -> ExplainFn:
     def explain(variables, x, targets=None):
-        r, logits = _explain(plan, normalization, method, scale_by_logit, variables, x, targets)
+        r, logits = _explain(net, composite, normalization, method, scale_by_logit, variables, x, targets)
         if output == "heatmap":
             h = jnp.sum(r, axis=-1)
             return (jnp.maximum(h, 0) if method == "clrp" else h), logits
@@ -134,13 +161,14 @@ def relevance_fn(
     :mod:`hbjax.xla`) with the variables as an argument (not closed over), e.g.
     ``fn(model.params, x)``; ``targets=None`` explains the argmax of the logits. It does not check
     its arguments (the wrappers do). Functions are cached on the layers with their rules, the
-    normalisation and the method, so repeated calls reuse one compilation.
+    normalisation and the method, so repeated calls reuse one compilation. The network is traced and
+    its layers found (:mod:`hbjax.lrp.graph`) when the function is first traced for an input shape;
+    errors about unsupported operations appear then.
     """
     _check_method(method, scale_by_logit)
     if output not in ("relevance", "heatmap"):
         raise ValueError(f"output must be 'relevance' or 'heatmap', got {output!r}")
-    plan = build_plan(tuple(model.layers), get_composite(composite))
-    return _compiled(plan, model.normalization, method, bool(scale_by_logit), output)
+    return _compiled(model.net, get_composite(composite), model.normalization, method, bool(scale_by_logit), output)
 
 
 def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | None:
@@ -259,30 +287,36 @@ def layer_relevances(
 ) -> list[tuple[str, jnp.ndarray]]:
     """LRP relevance at every layer boundary, for inspection and conservation checks.
 
-    Returns [("input", R at the normalised input), (name, R at the output of layer name), ...] down
-    to the logits (where it is R_top); batch-norm and dropout layers have no entry of their own.
+    Returns [("input", R at the normalised input), (name, R at the output of name), ...] in the
+    order of the network's equations, down to the logits (where it is R_top). Names are module
+    paths (``"conv1_1"``, ``"layer1/0/conv1"``); every layer (its batch norm and bias folded in),
+    activation, pooling layer and residual sum has an entry, and so has the last structural
+    operation (a reshape, a max-pool) of each module path.
     """
     check_images(x)
     x = jnp.asarray(x)
     comp = get_composite(composite)
-    plan = build_plan(tuple(model.layers), comp)
+    net, norm = model.net, model.normalization
     t = _check_targets(targets, x.shape[0], model.num_classes)
+    names: list[str] = []
 
     @xla.jit
     def run(variables, x, t):
-        xn = model.normalization(x)
-        bounds = model.normalization.bounds(x.dtype)
+        xn = norm(x)
+        bounds = norm.bounds(x.dtype)
+        plan, _ = _prepare(net, comp, variables, xn)
+        names[:] = [name for _, name in plan.records]
 
         def outputs(a):
             acts: list = []
-            forward(plan, variables, a, bounds, record=acts)
+            lrp_forward(net, comp, variables, a, bounds, record=acts)
             return acts
 
         probes = [jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(outputs, xn)]
-        logits, vjp = jax.vjp(lambda a, p: forward(plan, variables, a, bounds, probes=p), xn, probes)
+        logits, vjp = jax.vjp(lambda a, p: lrp_forward(net, comp, variables, a, bounds, probes=p), xn, probes)
         t = jnp.argmax(logits, axis=-1) if t is None else t
         r_in, r_steps = vjp(initial_relevance(logits, t, "lrp", scale_by_logit))
         return r_in, r_steps
 
     r_in, r_steps = run(model.params, x, t)
-    return [("input", r_in)] + [(step.layer.name, r) for step, r in zip(plan, r_steps)]
+    return [("input", r_in)] + list(zip(names, r_steps))

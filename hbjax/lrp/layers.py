@@ -45,26 +45,72 @@ def divide(r: jnp.ndarray, den: jnp.ndarray, epsilon: float) -> jnp.ndarray:
     return r / stabilize(den, epsilon)
 
 
+STANDARD_CONV = (
+    ("window_strides", (1, 1)), ("padding", CONV_PADDING), ("lhs_dilation", (1, 1)),
+    ("rhs_dilation", (1, 1)),
+    ("dimension_numbers", lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))),
+    ("feature_group_count", 1), ("batch_group_count", 1), ("precision", None),
+    ("preferred_element_type", None), ("out_sharding", None),
+)  # fmt: skip
+DENSE = (
+    ("dimension_numbers", (((1,), (0,)), ((), ()))), ("precision", None), ("preferred_element_type", None),
+    ("out_sharding", None),
+)  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearOp:
-    """The linear part a -> op(a, W) of a layer: ``conv`` (3x3, stride 1, padding 1, HWIO kernel),
-    ``dense`` ((in, out) kernel) or ``avgpool`` (torch's adaptive average pool to ``output_size``)."""
+    """The linear part a -> op(a, W) of a layer.
+
+    ``conv``: ``lax.conv_general_dilated`` with the primitive's ``params`` (any stride, padding,
+    dilation, feature groups; default: 3x3 "same" NHWC/HWIO, stride 1); ``dense``:
+    ``lax.dot_general`` with ``params`` (default: (B, in) x (in, out)); ``avgpool``: torch's
+    adaptive average pool to ``output_size``; ``chain``: a parameter-free linear map (pooling,
+    a mean) given by ``chain``, a tuple of primitive applications whose constants come as ``w``.
+    """
 
     kind: str
     output_size: tuple[int, int] = (0, 0)
+    params: tuple = ()
+    chain: tuple = ()
 
-    def __call__(self, a: jnp.ndarray, w: jnp.ndarray | None) -> jnp.ndarray:
+    def _params(self) -> dict:
+        if self.params:
+            return dict(self.params)
+        return dict(STANDARD_CONV if self.kind == "conv" else DENSE)
+
+    @property
+    def is_standard_conv(self) -> bool:
+        """Stride 1, no dilation, one feature group, NHWC input and HWIO kernel."""
+        if self.kind != "conv":
+            return False
+        p = self._params()
+        dims = p["dimension_numbers"]
+        return (
+            tuple(p["window_strides"]) == (1, 1) and tuple(p["lhs_dilation"]) == (1, 1)
+            and tuple(p["rhs_dilation"]) == (1, 1) and p["feature_group_count"] == 1
+            and p["batch_group_count"] == 1 and tuple(dims.lhs_spec) == (0, 3, 1, 2)
+            and tuple(dims.rhs_spec) == (3, 2, 0, 1) and tuple(dims.out_spec) == (0, 3, 1, 2)
+        )  # fmt: skip
+
+    @property
+    def is_standard_dense(self) -> bool:
+        return self.kind == "dense" and tuple(self._params()["dimension_numbers"]) == DENSE[0][1]
+
+    def __call__(self, a: jnp.ndarray, w) -> jnp.ndarray:
         if self.kind == "conv":
-            return lax.conv_general_dilated(a, w, (1, 1), CONV_PADDING, dimension_numbers=CONV_DIMS)
+            return lax.conv_general_dilated_p.bind(a, w, **self._params())
         if self.kind == "dense":
-            return a @ w
+            return lax.dot_general_p.bind(a, w, **self._params())
         if self.kind == "avgpool":
             return adaptive_avg_pool(a, self.output_size)
+        if self.kind == "chain":
+            return _run_chain(self.chain, a, w)
         raise ValueError(f"unknown linear op {self.kind!r}")
 
-    def transpose(self, g: jnp.ndarray, w: jnp.ndarray | None, in_shape: tuple[int, ...]) -> jnp.ndarray:
+    def transpose(self, g: jnp.ndarray, w, in_shape: tuple[int, ...]) -> jnp.ndarray:
         """op^T(g; W): the gradient of <op(a, W), g> with respect to a, for a of shape in_shape."""
-        if self.kind == "dense":  # g W^T without materialising W^T
+        if self.is_standard_dense:  # g W^T without materialising W^T
             return lax.dot_general(g, w, (((1,), (1,)), ((), ())))
         if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
             return g
@@ -77,18 +123,32 @@ class LinearOp:
         """op^T(g; 1) for an all-ones kernel of ``kernel_shape``: every input channel receives the sum
         of g over the output channels and, for a conv, over the kernel window (a box sum with the
         conv's zero padding). Equal to :meth:`transpose` with ``jnp.ones(kernel_shape)``."""
-        s = jnp.sum(g, axis=-1)
-        out = (g.shape[0], *in_shape[1:])
-        if self.kind == "dense":
-            return jnp.broadcast_to(s[:, None], out)
-        if self.kind != "conv":
+        if self.kind not in ("conv", "dense"):
             raise ValueError(f"an all-ones kernel needs a conv or dense layer, not {self.kind!r}")
+        out = (g.shape[0], *in_shape[1:])
+        if self.is_standard_dense:
+            return jnp.broadcast_to(jnp.sum(g, axis=-1)[:, None], out)
         kh, kw = kernel_shape[:2]
-        (ph, _), (pw, _) = CONV_PADDING
-        # out[h] = sum_dy g[h + p - dy], dy = 0..k-1: a window of k ending at h + p
-        pad = ((0, 0), (kh - 1 - ph, ph), (kw - 1 - pw, pw))
+        pads = self._params()["padding"] if self.kind == "conv" else ()
+        fast = self.is_standard_conv and all(0 <= p <= k - 1 for (lo, hi), k in zip(pads, (kh, kw)) for p in (lo, hi))
+        if not fast:
+            return self.transpose(g, jnp.ones(kernel_shape, g.dtype), in_shape)
+        s = jnp.sum(g, axis=-1)
+        (ph_lo, ph_hi), (pw_lo, pw_hi) = pads
+        # out[h] = sum_dy g[h + lo - dy], dy = 0..k-1: a window of k ending at h + lo
+        pad = ((0, 0), (kh - 1 - ph_lo, kh - 1 - ph_hi), (kw - 1 - pw_lo, kw - 1 - pw_hi))
         box = lax.reduce_window(s, jnp.zeros((), s.dtype), lax.add, (1, kh, kw), (1, 1, 1), pad)
         return jnp.broadcast_to(box[..., None], out)
+
+
+def _run_chain(chain: tuple, a: jnp.ndarray, consts: tuple) -> jnp.ndarray:
+    """Applies a chain of primitives to a; each step is (primitive, params items, position of the
+    running value among the operands, indices into consts of the other operands)."""
+    for prim, params, pos, const_ids in chain:
+        operands = [consts[i] for i in const_ids]
+        operands.insert(pos, a)
+        a = prim.bind(*operands, **dict(params))
+    return a
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +230,7 @@ def _transposes(op: LinearOp, g: jnp.ndarray, live, in_shape) -> list[jnp.ndarra
         else:
             general.append(i)
     channels = in_shape[-1]
-    if op.kind == "conv" and len(general) > 1 and channels <= STACK_MAX_CHANNELS:
+    if op.is_standard_conv and len(general) > 1 and channels <= STACK_MAX_CHANNELS:
         stacked = jnp.concatenate([live[i][2] for i in general], axis=2)  # (kh, kw, k * C_in, C_out)
         c = op.transpose(g, stacked, (*in_shape[:-1], stacked.shape[2]))
         for j, i in enumerate(general):
@@ -205,7 +265,8 @@ def _fwd(spec, x, w, b, bounds):
 
 def _bwd(spec, res, r):
     x, w, b, z, bounds = res
-    return (_rule_backward(spec, x, w, b, z, bounds, r), None, None, None)
+    zero_w = jax.tree.map(jnp.zeros_like, w) if isinstance(w, tuple) else None
+    return (_rule_backward(spec, x, w, b, z, bounds, r), zero_w, None, None)
 
 
 lrp_linear.defvjp(_fwd, _bwd)
@@ -218,3 +279,52 @@ def relu_pass(x: jnp.ndarray) -> jnp.ndarray:
 
 
 relu_pass.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, r: (r,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def activation_pass(step: tuple, x: jnp.ndarray, consts: tuple) -> jnp.ndarray:
+    """An elementwise activation (ReLU, ReLU6, a clip) given as one chain step (see
+    :class:`LinearOp`), whose VJP passes relevance through unchanged (zennit's ``Pass``)."""
+    return _run_chain((step,), x, consts)
+
+
+def _activation_fwd(step, x, consts):
+    return _run_chain((step,), x, consts), consts
+
+
+def _activation_bwd(step, consts, r):
+    return r, jax.tree.map(jnp.zeros_like, consts)
+
+
+activation_pass.defvjp(_activation_fwd, _activation_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lrp_sum(epsilon: float, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """a + b (a residual sum) whose VJP splits relevance R in proportion to each summand, zennit's
+    ``Norm`` rule on its ``Sum``: R_a = a R / stab(a + b), R_b = b R / stab(a + b)."""
+    return a + b
+
+
+def _sum_fwd(epsilon, a, b):
+    z = a + b
+    return z, (a, b, z)
+
+
+def _sum_bwd(epsilon, res, r):
+    a, b, z = res
+    g = divide(r, z, epsilon)
+    r_a, r_b = a * g, b * g
+    return _unbroadcast(r_a, a.shape), _unbroadcast(r_b, b.shape)
+
+
+def _unbroadcast(r: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Sums r over the axes along which a summand of ``shape`` was broadcast."""
+    if r.shape == tuple(shape):
+        return r
+    lead = r.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and r.shape[lead + i] != 1)
+    return jnp.sum(r, axis=axes).reshape(shape)
+
+
+lrp_sum.defvjp(_sum_fwd, _sum_bwd)

@@ -124,6 +124,23 @@ class Rule:
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
+    def is_gradient(self) -> bool:
+        """True for :func:`gradient`: the layer keeps its ordinary gradient."""
+        return not self.groups
+
+    @property
+    def multiplies_by_input(self) -> bool:
+        """Whether the lower relevance is (a part of) the input times something, so that it is
+        exactly zero wherever the input is zero."""
+        return bool(self.groups) and all(t.input in ("x", "pos", "neg") for g in self.groups for t in g.terms)
+
+    @property
+    def is_parameter_free(self) -> bool:
+        """Whether the rule leaves the parameters alone (it can explain pooling and sums)."""
+        return all(t.input == "x" and t.weight.op == "keep" and t.bias.op == "keep"
+                   for g in self.groups for t in g.terms)  # fmt: skip
+
+    @property
     def uses_bounds(self) -> bool:
         return any(t.input in ("low", "high") for g in self.groups for t in g.terms)
 
@@ -203,6 +220,12 @@ def norm(stabilizer: float = 1e-6) -> Rule:
     return Rule("norm", (Group((Term("x"),)),), epsilon=float(stabilizer))
 
 
+def gradient() -> Rule:
+    """No rule: the layer keeps its ordinary gradient (for pooling and residual sums, as
+    iNNvestigate's DeepTaylor treats them)."""
+    return Rule("gradient", (), epsilon=0.0)
+
+
 RULES: dict[str, Callable[..., Rule]] = {
     "lrp0": lrp0,
     "zero": lrp0,
@@ -214,6 +237,7 @@ RULES: dict[str, Callable[..., Rule]] = {
     "flat": flat,
     "wsquare": wsquare,
     "norm": norm,
+    "gradient": gradient,
 }
 
 

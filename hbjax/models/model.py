@@ -40,24 +40,72 @@ def check_images(x: Any, name: str = "x") -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerNetwork:
+    """``logits = net(variables, xn)`` of a layer list on the normalised input xn."""
+
+    layers: tuple[LayerSpec, ...]
+
+    def __call__(self, variables: Any, xn: jnp.ndarray) -> jnp.ndarray:
+        _check_input_size(self.layers, variables, tuple(xn.shape[1:3]))
+        module = Sequential(self.layers, Normalization((0.0,) * 3, (1.0,) * 3), normalize=False)
+        return module.apply(variables, xn)
+
+
+def _check_input_size(layers: tuple[LayerSpec, ...], variables: Any, hw: tuple[int, int]) -> None:
+    """A clear error when the flattened activation does not fit the first dense layer."""
+    h, w = hw
+    c = 3
+    for i, layer in enumerate(layers):
+        if layer.kind == "conv":
+            c = layer.features
+        elif layer.kind == "maxpool":
+            h, w = h // 2, w // 2
+            if h == 0 or w == 0:
+                return  # the max-pool reports the too small input
+        elif layer.kind == "adaptive_avgpool":
+            h, w = layer.output_size
+        elif layer.kind == "dense":
+            expected = int(jnp.shape(variables["params"][layer.name]["kernel"])[0])
+            flat = h * w * c if any(lay.kind == "flatten" for lay in layers[:i]) else c
+            if flat != expected:
+                raise ValueError(
+                    f"layer {layer.name!r} expects {expected} input features, got {flat} "
+                    f"(activation {h}x{w}x{c}); is the input image the size the model was built for?"
+                )
+            return
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
     """A network and its weights.
 
     Attributes:
-      layers: the layer list (see :func:`hbjax.models.vgg.vgg_layers`).
+      layers: the layer list of an hbjax VGG (see :func:`hbjax.models.vgg.vgg_layers`); empty for
+        other networks.
       normalization: the input normalisation of the weights' source.
       params: Flax variables, ``{"params": ..., "batch_stats": ...}`` (batch_stats only with BN).
       meta: JSON-serialisable metadata: ``arch``, ``num_classes``, ``class_names``, ``source``,
         ``input_size``, ...
+      network: ``logits = network(params, xn)`` on the normalised input xn, a hashable callable;
+        None for a layer list (:class:`LayerNetwork`). Every part of hbjax (LRP, the defense,
+        the attacks) runs the model through it.
     """
 
     layers: tuple[LayerSpec, ...]
     normalization: Normalization
     params: Any
     meta: dict
+    network: Any = None
+
+    @property
+    def net(self) -> Any:
+        """The network on the normalised input: ``logits = model.net(params, xn)``."""
+        return self.network if self.network is not None else LayerNetwork(tuple(self.layers))
 
     @property
     def module(self) -> Sequential:
+        if self.network is not None:
+            raise ValueError("this model is not an hbjax layer list; use model.net or model.apply")
         return Sequential(self.layers, self.normalization)
 
     @property
@@ -76,6 +124,10 @@ class Model:
     def apply(self, params: Any, x: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
         """Logits of the batch x (B, H, W, 3) in [0, 1]; extra kwargs go to ``flax.linen.apply``."""
         check_images(x)
+        if self.network is not None:
+            if kwargs:
+                raise ValueError(f"extra arguments {sorted(kwargs)} apply to layer-list models only")
+            return self.network(params, self.normalization(x))
         return self.module.apply(params, x, **kwargs)
 
     def replace(self, **changes: Any) -> "Model":

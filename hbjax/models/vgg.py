@@ -10,6 +10,7 @@ import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from hbjax.models.layers import LayerSpec, adaptive_avg_pool, max_pool_2x2
@@ -131,18 +132,27 @@ class Sequential(nn.Module):
 
     layers: tuple[LayerSpec, ...]
     normalization: Normalization
+    normalize: bool = True  # False: the input is already normalised
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = self.normalization(x)
+        if self.normalize:
+            x = self.normalization(x)
         for layer in self.layers:
-            x = apply_layer(layer, x, train)
+            if layer.kind in ("conv", "dense", "batchnorm", "dropout"):
+                x = apply_layer(layer, x, train)
+            else:  # a parameter-free layer: its name is its module path
+                with jax.named_scope(layer.name):
+                    x = apply_layer(layer, x, train)
         return x
 
 
 def apply_layer(layer: LayerSpec, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """One layer's forward inside a compact Flax module (parameters are created by name)."""
     kind = layer.kind
+    if kind == "maxpool" and (x.shape[1] < 2 or x.shape[2] < 2):
+        raise ValueError(f"max-pool {layer.name!r} got a {x.shape[1]}x{x.shape[2]} activation; "
+                         "the input image is too small for this model")
     if kind == "conv":
         return nn.Conv(layer.features, (3, 3), padding=((1, 1), (1, 1)), name=layer.name)(x)
     if kind == "batchnorm":
