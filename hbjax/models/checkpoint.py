@@ -18,6 +18,7 @@ import numpy as np
 
 from hbjax.models.layers import LayerSpec
 from hbjax.models.model import Model
+from hbjax.models.resnet import RESNET_CONFIGS, ResNetNetwork, resnet_shapes
 from hbjax.models.vgg import Normalization, Sequential
 
 FORMAT = "hbjax-checkpoint"
@@ -29,20 +30,30 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, not a checkpoint, or does not match its metadata."""
 
 
+def _flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a/b/c": leaf} (``<collection>/<module path>/<param>``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if hasattr(value, "items"):
+            out.update(_flatten_tree(value, name))
+        else:
+            out[name] = value
+    return out
+
+
 def _flatten(variables: dict) -> dict[str, np.ndarray]:
-    flat: dict[str, np.ndarray] = {}
-    for collection, layers in variables.items():
-        for layer, tensors in layers.items():
-            for name, value in tensors.items():
-                flat[f"{collection}/{layer}/{name}"] = np.ascontiguousarray(np.asarray(value))
-    return flat
+    return {k: np.ascontiguousarray(np.asarray(v)) for k, v in _flatten_tree(variables).items()}
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:
     variables: dict = {}
     for key, value in flat.items():
-        collection, layer, name = key.split("/")
-        variables.setdefault(collection, {}).setdefault(layer, {})[name] = value
+        *path, name = key.split("/")
+        node = variables
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = value
     return variables
 
 
@@ -51,6 +62,11 @@ def save(model: Model, path: str | os.PathLike) -> str:
     from safetensors.numpy import save_file
 
     path = os.fspath(path)
+    if model.network is not None and not isinstance(model.network, ResNetNetwork):
+        raise ValueError(
+            "this model's network is user code (from_flax, from_nnx, from_apply) that a checkpoint "
+            "cannot rebuild; save its variables with Flax's serialisation and call from_flax again"
+        )
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -86,12 +102,7 @@ def expected_shapes(layers: tuple[LayerSpec, ...], normalization: Normalization,
 
 
 def _flatten_shapes(variables: dict) -> dict:
-    out = {}
-    for collection, layers in variables.items():
-        for layer, tensors in layers.items():
-            for name, value in tensors.items():
-                out[f"{collection}/{layer}/{name}"] = value
-    return out
+    return _flatten_tree(variables)
 
 
 def shipped_path(name: str) -> str:
@@ -186,7 +197,18 @@ def _load_file(path: str) -> Model:
         normalization = Normalization.from_dict(json.loads(metadata["normalization"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
-    expected = expected_shapes(layers, normalization, tuple(meta.get("input_size", (224, 224))))
+    resnet_arch = meta.get("arch") if not layers else None
+    if resnet_arch is not None:
+        if resnet_arch not in RESNET_CONFIGS:
+            raise CheckpointError(f"{path}: no layer list, and {resnet_arch!r} is not a known ResNet")
+        try:
+            n_classes = int(meta["num_classes"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: a ResNet checkpoint needs 'num_classes' in its metadata") from None
+        shapes = resnet_shapes(resnet_arch, n_classes)
+        expected = {k: tuple(v.shape) for k, v in _flatten_shapes(dict(shapes)).items()}
+    else:
+        expected = expected_shapes(layers, normalization, tuple(meta.get("input_size", (224, 224))))
     for key, shape in expected.items():
         if key not in flat:
             raise CheckpointError(f"{path}: missing tensor {key!r} (shape {shape})")
@@ -199,6 +221,11 @@ def _load_file(path: str) -> Model:
     unexpected = sorted(set(flat) - set(expected))
     if unexpected:
         raise CheckpointError(f"{path}: unexpected tensors {unexpected[:5]}")
+    if resnet_arch is not None:
+        from hbjax.models.adapters import resnet_model
+
+        model = resnet_model(resnet_arch, _unflatten(flat), n_classes, meta.get("source", "checkpoint"))
+        return model.replace(normalization=normalization, meta=meta)
     num_classes = [layer for layer in layers if layer.kind == "dense"][-1].features
     if int(meta.get("num_classes", num_classes)) != num_classes:
         raise CheckpointError(

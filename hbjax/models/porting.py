@@ -76,11 +76,20 @@ def from_torchvision(
     class_names: list[str] | None = None,
     input_size: tuple[int, int] = (224, 224),
 ) -> Model:
-    """A Model from a torchvision VGG state dict (values: numpy arrays or torch tensors).
+    """A Model from a torchvision VGG or ResNet state dict (values: numpy arrays or torch tensors).
+
+    ``arch``: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (batch norm kept; LRP
+    folds it into the conv before it).
 
     ``arch``: "vgg11" ... "vgg19", or "vgg11_bn" ... "vgg19_bn" (batch norm is kept; fold it with
     :func:`hbjax.models.fold_batchnorm`). The number of classes follows the last layer's shape.
     """
+    if arch.startswith("resnet"):
+        from hbjax.models.adapters import resnet_model
+        from hbjax.models.resnet import port_torchvision
+
+        variables, n = port_torchvision(arch, {k: _to_numpy(v) for k, v in state_dict.items()}, PortingError)
+        return resnet_model(arch, variables, n, "torchvision", class_names)
     base, batchnorm = _parse_arch(arch)
     sd = {k: _to_numpy(v) for k, v in state_dict.items()}
     last_key = "classifier.6.weight"
