@@ -10,6 +10,7 @@ from hbjax.lrp.composites import (
 )
 from hbjax.lrp.explain import (
     METHODS,
+    explained_layers,
     heatmap,
     heatmap_and_logits,
     initial_relevance,
@@ -19,7 +20,7 @@ from hbjax.lrp.explain import (
     relevance_fn,
 )
 from hbjax.lrp.graph import UnsupportedOperation
-from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
+from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, max_pool_winner, relu_pass, stabilize
 from hbjax.lrp.plot import explain_figure, plot_panels
 from hbjax.lrp.rules import (
     RULES,
@@ -42,8 +43,8 @@ from hbjax.lrp.rules import (
 
 __all__ = [
     "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
-    "Term", "UnsupportedOperation", "alpha_beta", "binarize", "epsilon", "explain_figure", "flat", "gamma", "gradient",
+    "Term", "UnsupportedOperation", "alpha_beta", "binarize", "epsilon", "explain_figure", "explained_layers", "flat", "gamma", "gradient",
     "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
-    "make_rule", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
+    "make_rule", "max_pool_winner", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
     "relu_pass", "stabilize", "wsquare", "zbox", "zplus",
 ]  # fmt: skip

@@ -11,6 +11,7 @@ Registered composites (snake_case, zennit's defaults epsilon = 1e-6, gamma = 0.2
 name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
 ``dtd`` (the paper's DTD)      z^B            z+             z+
+``deep_taylor`` (iNNvestigate)  z+ (no bias)   z+ (no bias)   z+ (no bias); logits: w^2
 ``epsilon_plus_flat``          flat           z+             epsilon
 ``epsilon_gamma_box``          z^B            gamma          epsilon
 ``epsilon_plus``               z+             z+             epsilon
@@ -21,6 +22,14 @@ name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
 
 (``lrp0`` also drops the stabiliser of the pooling rule, so that it equals gradient x input.)
+
+``deep_taylor`` is iNNvestigate's ``DeepTaylor`` analyser (``innvestigate/analyzer/deeptaylor.py``),
+the tool the paper ran as "standard DTD": z+ with the bias ignored on every conv and dense layer
+followed by a ReLU (the input layer included), w^2 without bias on a kernel layer with no ReLU after
+it (the logits layer), plain gradients through max and average pooling and residual sums (no
+normalisation rule), and the output through a ReLU first (a target whose logit is <= 0 gets no
+relevance). Its ``BoundedDeepTaylor`` would only add z^B on the input layer, which is what ``dtd``
+differs in too.
 
 A custom composite comes from a mapping (a Hydra config), e.g.
 ``{"base": "epsilon_plus_flat", "first": "zbox", "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}},
@@ -37,7 +46,7 @@ from hbjax.lrp import rules as R
 from hbjax.lrp.rules import Rule, make_rule
 
 EXPLAINED_KINDS = ("conv", "depthwise_conv", "dense", "avgpool", "adaptive_avgpool", "sum")
-PARAMETER_FREE_KINDS = ("avgpool", "sum")
+PARAMETER_FREE_KINDS = ("avgpool", "adaptive_avgpool", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +59,11 @@ class Composite:
 
     Precedence: ``names`` (glob patterns on the path, ``fnmatch`` syntax, first match wins), then
     ``first`` (the input layer: a conv or dense layer with no other one before it), then ``last``
-    (one with no other after it: the logits layer), then ``kinds``. Pooling and sums default to
-    zennit's ``Norm``. ``output_relu`` passes the logits through a ReLU before relevance flows
-    back (relevance of a negative logit is zero). Hashable, so it can key a compilation cache.
+    (one with no other after it: the logits layer), then ``unrectified`` (a conv or dense layer
+    with no ReLU after it), then ``kinds``. Pooling and sums default to zennit's ``Norm``;
+    ``plain_pooling``: they keep their ordinary gradient instead. ``output_relu``: the initial
+    relevance passes the gradient of a ReLU on the logits (zero for a class whose logit is <= 0).
+    Hashable, so it can key a compilation cache.
     """
 
     name: str = "custom"
@@ -60,6 +71,8 @@ class Composite:
     kinds: tuple[tuple[str, Rule], ...] = ()
     names: tuple[tuple[str, Rule], ...] = ()
     last: Rule | None = None
+    unrectified: Rule | None = None
+    plain_pooling: bool = False
     output_relu: bool = False
 
     def __post_init__(self) -> None:
@@ -68,8 +81,11 @@ class Composite:
                 raise ValueError(f"composite {self.name!r}: no rule applies to layer kind {kind!r}; "
                                  f"rules go on {EXPLAINED_KINDS}")
 
-    def rule_for(self, kind: str, path: str, *, is_first: bool = False, is_last: bool = False) -> Rule:
-        """The rule for a layer of ``kind`` at module path ``path``."""
+    def rule_for(
+        self, kind: str, path: str, *, is_first: bool = False, is_last: bool = False, rectified: bool = True
+    ) -> Rule:
+        """The rule for a layer of ``kind`` at module path ``path`` (``rectified``: a ReLU
+        follows it)."""
         if kind not in EXPLAINED_KINDS:
             raise ValueError(f"no rule applies to layer kind {kind!r}; rules go on {EXPLAINED_KINDS}")
         for pattern, rule in self.names:
@@ -80,6 +96,10 @@ class Composite:
             return self.first
         if with_params and is_last and self.last is not None:
             return self.last
+        if with_params and not rectified and self.unrectified is not None:
+            return self.unrectified
+        if not with_params and self.plain_pooling:
+            return R.gradient()
         kinds = dict(self.kinds)
         if kind == "adaptive_avgpool":
             kind = "avgpool"
@@ -105,6 +125,18 @@ def dtd(stabilizer: float = 1e-6) -> Composite:
     """The paper's "standard DTD" (Montavon et al. 2017): z^B on the input layer with bounds from
     the normalisation of [0, 1], z+ on every other conv and dense layer."""
     return _composite("dtd", R.zplus(stabilizer), R.zplus(stabilizer), R.zbox(stabilizer))
+
+
+def deep_taylor(stabilizer: float = 1e-6) -> Composite:
+    """iNNvestigate's ``DeepTaylor`` (Montavon et al. 2017), the paper's LRP tool: z+ without bias
+    on every conv and dense layer followed by a ReLU (the input layer too), w^2 without bias on a
+    kernel layer with no ReLU after it, plain gradients through pooling and sums, a ReLU on the
+    output."""
+    zplus = R.zplus(stabilizer, ignore_bias=True)
+    return Composite(
+        "deep_taylor", None, (("conv", zplus), ("dense", zplus)),
+        unrectified=R.wsquare(stabilizer, ignore_bias=True), plain_pooling=True, output_relu=True,
+    )  # fmt: skip
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -157,6 +189,7 @@ def lrp0_all() -> Composite:
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {
     "dtd": dtd,
+    "deep_taylor": deep_taylor,
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon_plus": epsilon_plus,
@@ -211,7 +244,7 @@ def get_composite(spec: str | Composite | Mapping[str, Any]) -> Composite:
     base = _named(base_name, cfg) if base_name is not None else Composite("custom")
     merged_kinds = dict(base.kinds) | dict(_rule_map(kinds, "kinds"))
     merged_names = dict(base.names) | dict(_rule_map(names, "names"))
-    return Composite(
+    return base.replace(
         name=str(name or (base.name if not (first or last or kinds or names) else f"{base.name}+custom")),
         first=make_rule(first) if first is not None else base.first,
         kinds=tuple(merged_kinds.items()),

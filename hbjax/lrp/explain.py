@@ -20,6 +20,9 @@ Initial relevance R_top (a vector over the classes, one per image) by ``method``
   z_t with ``scale_by_logit``; the dual is rescaled to the target's total relevance:
   R_clrp = R - R_d * sum(R) / sum(R_d). Its heatmap is clipped at zero: max(0, sum_c R_clrp).
 
+A composite with ``output_relu`` (``deep_taylor``) puts a ReLU on the logits first: R_top is
+zeroed where the logit is <= 0, so a target with a non-positive logit gets no relevance.
+
 The outputs carry no gradient: the input is wrapped in ``stop_gradient`` (a surrounding ``jax.grad``,
 as in BPDA attacks, sees constants); differentiate ``model.apply`` for gradients of the logits.
 
@@ -42,6 +45,7 @@ import numpy as np
 from hbjax import xla
 from hbjax.lrp import graph
 from hbjax.lrp.composites import Composite, get_composite
+from hbjax.lrp.rules import Rule
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -72,15 +76,6 @@ def initial_relevance(
     raise ValueError(f"unknown heatmap method {method!r}; expected one of {METHODS}")
 
 
-@jax.custom_vjp
-def _output_relu(z: jnp.ndarray) -> jnp.ndarray:
-    """The logits unchanged; relevance of a negative logit stops (the logits pass a ReLU)."""
-    return z
-
-
-_output_relu.defvjp(lambda z: (z, z), lambda z, r: (jnp.where(z > 0, r, 0),))
-
-
 def _prepare(net, composite: Composite, variables, xn):
     """The network's plan (layers and rules) and its parameter leaves in xn's dtype."""
     leaves, treedef = jax.tree.flatten(variables)
@@ -94,8 +89,7 @@ def _prepare(net, composite: Composite, variables, xn):
 def lrp_forward(net, composite: Composite, variables, xn, bounds, probes=None, record=None):
     """Logits of the normalised input xn; ``jax.vjp`` of it propagates relevance."""
     plan, leaves = _prepare(net, composite, variables, xn)
-    out = graph.evaluate(plan, leaves, xn, bounds, probes, record)
-    return _output_relu(out) if composite.output_relu else out
+    return graph.evaluate(plan, leaves, xn, bounds, probes, record)
 
 
 def _explain(net, composite, normalization: Normalization, method: str, scale_by_logit: bool,
@@ -107,6 +101,8 @@ def _explain(net, composite, normalization: Normalization, method: str, scale_by
     if targets is None:
         targets = jnp.argmax(logits, axis=-1)
     r_top = initial_relevance(logits, targets, method, scale_by_logit)
+    if composite.output_relu:  # the VJP of a ReLU on the logits
+        r_top = jnp.where(logits > 0, r_top, 0)
     if method == "clrp":
         (both,) = jax.vmap(vjp)(r_top)
         target, dual = both[0], both[1]
@@ -277,6 +273,25 @@ def heatmap(
     )[0]
 
 
+def explained_layers(
+    model: Model,
+    composite: str | Composite | dict = "dtd",
+    *,
+    input_size: tuple[int, int] | None = None,
+) -> list[tuple[str, str, Rule]]:
+    """The layers LRP finds in ``model`` and their rules: [(module path, kind, rule), ...] in
+    the order of the network, for an input of ``input_size`` (default: the model's
+    ``meta["input_size"]``). Kinds: conv, depthwise_conv, dense, avgpool, sum."""
+    comp = get_composite(composite)
+    size = tuple(input_size or model.meta.get("input_size") or (224, 224))
+    xn = jax.ShapeDtypeStruct((1, *size, 3), jnp.float32)
+    plan, _ = _prepare(model.net, comp, model.params, xn)
+    out = [(n.name, n.kind, n.rule, n.head) for n in plan.nodes]
+    out += [(name, "sum", detail, i) for i, (role, detail) in plan.roles.items() if role == "sum"
+            for j, name in plan.records if j == i]  # fmt: skip
+    return [(name, kind, rule) for name, kind, rule, _ in sorted(out, key=lambda t: t[3])]
+
+
 def layer_relevances(
     model: Model,
     x: jnp.ndarray,
@@ -315,7 +330,10 @@ def layer_relevances(
         probes = [jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(outputs, xn)]
         logits, vjp = jax.vjp(lambda a, p: lrp_forward(net, comp, variables, a, bounds, probes=p), xn, probes)
         t = jnp.argmax(logits, axis=-1) if t is None else t
-        r_in, r_steps = vjp(initial_relevance(logits, t, "lrp", scale_by_logit))
+        r_top = initial_relevance(logits, t, "lrp", scale_by_logit)
+        if comp.output_relu:
+            r_top = jnp.where(logits > 0, r_top, 0)
+        r_in, r_steps = vjp(r_top)
         return r_in, r_steps
 
     r_in, r_steps = run(model.params, x, t)

@@ -365,9 +365,17 @@ def _assign_rules(nodes, eqns, roles, act, x_var, outputs, consumers, composite,
         elif any(downstream[o] for o in e.outvars) or (i in node_of_end and downstream[node_of_end[i].out]):
             for v in ins:
                 downstream[v] = True
+    def is_relu(j: int) -> bool:
+        e = eqns[j]
+        return e.primitive.name == "max" and any(
+            isinstance(v, jcore.Literal) and np.ndim(v.val) == 0 and v.val == 0 for v in e.invars
+        )
+
     for n in nodes:
         n.is_last = n.kind != "avgpool" and not downstream[n.out]
-        n.rule = composite.rule_for(n.kind, n.name, is_first=n.is_first, is_last=n.is_last)
+        readers = consumers.get(n.out, [])
+        rectified = bool(readers) and n.out not in outputs and all(is_relu(j) for j in readers)
+        n.rule = composite.rule_for(n.kind, n.name, is_first=n.is_first, is_last=n.is_last, rectified=rectified)
         if n.kind == "avgpool" and not (n.rule.is_gradient or n.rule.is_parameter_free):
             fail(n.head, f"rule {n.rule.name!r} needs parameters; a pooling layer takes 'norm' or 'gradient'")
         if n.rule.uses_bounds and n.rule.bounds is None and not n.is_first:

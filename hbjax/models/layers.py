@@ -12,6 +12,7 @@ import dataclasses
 from typing import Sequence
 
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 KINDS = ("conv", "batchnorm", "relu", "maxpool", "adaptive_avgpool", "flatten", "dense", "dropout")
@@ -81,8 +82,7 @@ def adaptive_avg_pool(x: jnp.ndarray, output_size: Sequence[int]) -> jnp.ndarray
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
-    """2x2 max-pool with stride 2 (floor mode, as torch), NHWC."""
-    b, h, w, c = x.shape
-    h2, w2 = h // 2, w // 2
-    x = x[:, : 2 * h2, : 2 * w2, :]
-    return x.reshape(b, h2, 2, w2, 2, c).max(axis=(2, 4))
+    """2x2 max-pool with stride 2 (floor mode, as torch), NHWC. Its gradient (XLA's select and
+    scatter) routes each window's cotangent to the first maximal input in row-major order, as
+    torch's does."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
