@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: hbjax LRP against the jitted JAX forward and against zennit, same weights and inputs.
 
-VGG19 (torchvision layout, random weights with random biases in [-0.05, 0.05]), 224x224, batch 8,
-on the CPU:
+VGG19 or a ResNet (``--arch resnet50``; torchvision layout, random weights with random biases in
+[-0.05, 0.05], random batch-norm statistics), 224x224, batch 8, on the CPU:
 
 - ``forward_s``: the jitted JAX forward (``hbjax.jit(model.apply)``: compiled with the same XLA
   options as hbjax's LRP, see :mod:`hbjax.xla`; ``forward_xla_defaults_s`` is the same forward under
@@ -10,7 +10,7 @@ on the CPU:
 - ``lrp_s``: ``hbjax.lrp.relevance_fn(model, "epsilon_plus_flat")`` (one jitted function: the
   forward, the z+ forwards, one backward), the function behind ``hbjax.lrp.relevance``;
 - ``zennit_s``: zennit's ``EpsilonPlusFlat`` through ``zennit.attribution.Gradient`` on the same
-  torchvision network (and ``torch_forward_s``, a plain torch forward, for scale).
+  torchvision network, with its ``ResNetCanonizer`` for a ResNet (and ``torch_forward_s``, a plain torch forward, for scale).
 
 The four are timed in interleaved rounds (forward, LRP, zennit, torch forward, then again) after a
 warm-up round, so that other load on the machine hits all of them alike. The ratios are the medians
@@ -25,6 +25,7 @@ compiled LRP function (``memory_analysis``: arguments, outputs, temporaries).
 The last line printed is a JSON object with ``lrp_over_forward`` and ``zennit_over_hbjax``.
 
     python scripts/bench_lrp.py                       # bar: lrp_over_forward <= 3.2, zennit_over_hbjax >= 2
+    python scripts/bench_lrp.py --arch resnet50       # bar: lrp_over_forward <= 3.2
     python scripts/bench_lrp.py --batch 2 --size 128 --rounds 2   # a quick look
 """
 
@@ -79,7 +80,9 @@ class RssPeak:
         return False
 
 
-def torch_vgg(arch: str, seed: int):
+def torch_net(arch: str, seed: int):
+    """A torchvision VGG or ResNet with random weights, random biases in [-0.05, 0.05] and (ResNet)
+    random batch-norm statistics."""
     import torch
     import torchvision
 
@@ -89,6 +92,11 @@ def torch_vgg(arch: str, seed: int):
         for name, p in net.named_parameters():
             if name.endswith("bias"):
                 p.uniform_(-0.05, 0.05)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     return net
 
 
@@ -108,11 +116,12 @@ def main(argv=None) -> None:
     import torch
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
 
     import hbjax
     from hbjax import lrp, xla
 
-    net = torch_vgg(args.arch, args.seed)
+    net = torch_net(args.arch, args.seed)
     model = hbjax.models.from_torchvision(args.arch, net.state_dict())
     params = jax.device_put(model.params)
     model = model.replace(params=params)
@@ -145,7 +154,8 @@ def main(argv=None) -> None:
 
     def zennit_lrp():
         xr = xn_torch.clone().requires_grad_(True)
-        with Gradient(net, EpsilonPlusFlat()) as attributor:
+        canonizers = [ResNetCanonizer()] if args.arch.startswith("resnet") else None
+        with Gradient(net, EpsilonPlusFlat(canonizers=canonizers)) as attributor:
             attributor(xr, onehot)
 
     parts = {

@@ -26,10 +26,14 @@ def _get(cfg: Mapping, key: str, where: str) -> Any:
 
 # ----------------------------------------------------------------------------------------- model
 def load_model(cfg: Mapping):
-    """The model named by the ``model`` config group (shipped, checkpoint, torchvision, keras)."""
+    """The model named by the ``model`` config group (shipped, checkpoint, torchvision, keras, or
+    flax: ``model.factory=mypkg.models:make`` names a function returning an hbjax Model, called
+    with ``model.kwargs``)."""
     import hbjax
 
     source = cfg.get("source", "shipped")
+    if source == "flax":
+        return _model_from_factory(_get(cfg, "factory", "model"), cfg.get("kwargs") or {})
     name = _get(cfg, "name", "model")
     if source in ("shipped", "checkpoint"):
         return hbjax.models.load(name)
@@ -42,7 +46,29 @@ def load_model(cfg: Mapping):
         from hbjax.cli.port import read_state_dict
 
         return hbjax.models.fold_batchnorm(hbjax.models.from_torchvision(arch, read_state_dict(name)))
-    raise ConfigError(f"model.source {source!r} is not one of shipped, checkpoint, torchvision, keras")
+    raise ConfigError(f"model.source {source!r} is not one of shipped, checkpoint, torchvision, keras, flax")
+
+
+def _model_from_factory(spec: str, kwargs: Mapping):
+    """``module.path:function`` imported and called with kwargs; it must return an hbjax Model."""
+    import importlib
+
+    from hbjax.models import Model
+
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model.factory must look like 'package.module:function'; got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"model.factory {spec!r} cannot be imported: {e}") from None
+    model = factory(**dict(kwargs))
+    if not isinstance(model, Model):
+        raise ConfigError(
+            f"model.factory {spec!r} returned {type(model).__name__}, not an hbjax Model "
+            "(build one with hbjax.models.from_flax, from_nnx or from_apply)"
+        )
+    return model
 
 
 # ------------------------------------------------------------------------------------------ data

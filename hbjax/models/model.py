@@ -76,6 +76,17 @@ def _check_input_size(layers: tuple[LayerSpec, ...], variables: Any, hw: tuple[i
 
 
 @dataclasses.dataclass(frozen=True)
+class NetworkModule:
+    """``apply(params, x) = network(params, normalization(x))`` for x in [0, 1]."""
+
+    network: Any
+    normalization: Normalization
+
+    def apply(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+        return self.network(params, self.normalization(x))
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
     """A network and its weights.
 
@@ -103,9 +114,11 @@ class Model:
         return self.network if self.network is not None else LayerNetwork(tuple(self.layers))
 
     @property
-    def module(self) -> Sequential:
+    def module(self) -> Any:
+        """An object with ``apply(params, x)`` on images in [0, 1] (hashable: it keys the attacks'
+        compilation caches): the Flax Sequential of a layer list, else :class:`NetworkModule`."""
         if self.network is not None:
-            raise ValueError("this model is not an hbjax layer list; use model.net or model.apply")
+            return NetworkModule(self.network, self.normalization)
         return Sequential(self.layers, self.normalization)
 
     @property
