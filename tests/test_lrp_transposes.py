@@ -84,3 +84,30 @@ def test_zbox_and_flat_layers_match_a_direct_evaluation_of_their_rules():
 
     np.testing.assert_allclose(relevance_in(rules.zbox(), (low, high)), expected_zbox, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(relevance_in(rules.flat(), None), expected_flat, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels, multiplier, stride, padding, dilation", [
+    (4, 1, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    (4, 2, (2, 2), ((0, 1), (0, 1)), (1, 1)),  # TF "SAME" for stride 2 on an even size
+    (3, 1, (2, 1), ((2, 2), (0, 0)), (2, 2)),
+])  # fmt: skip
+def test_depthwise_conv_as_shifted_multiply_adds_equals_the_grouped_conv(channels, multiplier, stride, padding, dilation):
+    """The CPU lowering of a depthwise conv (forward and transposed) against lax's grouped conv."""
+    from jax import lax
+
+    params = dict(
+        window_strides=stride, padding=padding, lhs_dilation=(1, 1), rhs_dilation=dilation,
+        dimension_numbers=lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)),
+        feature_group_count=channels, batch_group_count=1, precision=None, preferred_element_type=None,
+        out_sharding=None,
+    )  # fmt: skip
+    op = LinearOp("conv", params=tuple(sorted(params.items())))
+    assert op.is_depthwise
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, channels)))
+    w = jnp.asarray(rng.normal(size=(3, 3, 1, channels * multiplier)))
+    plain = lambda a: lax.conv_general_dilated_p.bind(a, w, **params)  # noqa: E731
+    np.testing.assert_allclose(op(x, w), plain(x), rtol=1e-12, atol=1e-12)
+    g = jnp.asarray(rng.normal(size=plain(x).shape))
+    expected = jax.vjp(plain, x)[1](g)[0]
+    np.testing.assert_allclose(op.transpose(g, w, x.shape), expected, rtol=1e-12, atol=1e-12)

@@ -101,9 +101,27 @@ class LinearOp:
     def is_standard_dense(self) -> bool:
         return self.kind == "dense" and tuple(self._params()["dimension_numbers"]) == DENSE[0][1]
 
+    @property
+    def is_depthwise(self) -> bool:
+        """A depthwise conv (one feature group per input channel) in NHWC/HWIO with non-negative
+        padding and no input dilation: it can run as shifted multiply-adds."""
+        if self.kind != "conv" or not self.params:
+            return False
+        p = self._params()
+        dims = p["dimension_numbers"]
+        return (
+            p["feature_group_count"] > 1 and p["batch_group_count"] == 1
+            and tuple(p["lhs_dilation"]) == (1, 1) and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"])
+            and tuple(dims.lhs_spec) == (0, 3, 1, 2) and tuple(dims.rhs_spec) == (3, 2, 0, 1)
+            and tuple(dims.out_spec) == (0, 3, 1, 2)
+        )  # fmt: skip
+
     def __call__(self, a: jnp.ndarray, w) -> jnp.ndarray:
         if self.kind == "conv":
-            return lax.conv_general_dilated_p.bind(a, w, **self._params())
+            p = self._params()
+            if self.is_depthwise and w.shape[2] == 1 and jax.default_backend() == "cpu":
+                return depthwise_shifted(a, w, p["window_strides"], p["padding"], p["rhs_dilation"])
+            return lax.conv_general_dilated_p.bind(a, w, **p)
         if self.kind == "dense":
             return lax.dot_general_p.bind(a, w, **self._params())
         if self.kind == "avgpool":
@@ -143,6 +161,30 @@ class LinearOp:
         pad = ((0, 0), (kh - 1 - ph_lo, kh - 1 - ph_hi), (kw - 1 - pw_lo, kw - 1 - pw_hi))
         box = lax.reduce_window(s, jnp.zeros((), s.dtype), lax.add, (1, kh, kw), (1, 1, 1), pad)
         return jnp.broadcast_to(box[..., None], out)
+
+
+def depthwise_shifted(a: jnp.ndarray, w: jnp.ndarray, strides, padding, dilation) -> jnp.ndarray:
+    """A depthwise conv (NHWC input, (kh, kw, 1, C m) kernel, output channel o reads input channel
+    o // m) as kh * kw shifted, strided multiply-adds: the same sums as
+    ``lax.conv_general_dilated`` with ``feature_group_count=C``, several times faster on the CPU
+    than XLA's grouped convolution, forward and transposed."""
+    kh, kw, _, cout = w.shape
+    b, _, _, cin = a.shape
+    a = jnp.pad(a, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    if cout != cin:
+        a = jnp.repeat(a, cout // cin, axis=-1)
+    (sh, sw), (dh, dw) = strides, dilation
+    height, width = a.shape[1:3]
+    ho = (height - (kh - 1) * dh - 1) // sh + 1
+    wo = (width - (kw - 1) * dw - 1) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            start = (0, i * dh, j * dw, 0)
+            limit = (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, cout)
+            term = lax.slice(a, start, limit, (1, sh, sw, 1)) * w[i, j, 0]
+            out = term if out is None else out + term
+    return out
 
 
 def _run_chain(chain: tuple, a: jnp.ndarray, consts: tuple) -> jnp.ndarray:
