@@ -10,7 +10,8 @@ VGG19 or a ResNet (``--arch resnet50``; torchvision layout, random weights with 
 - ``lrp_s``: ``hbjax.lrp.relevance_fn(model, "epsilon_plus_flat")`` (one jitted function: the
   forward, the z+ forwards, one backward), the function behind ``hbjax.lrp.relevance``;
 - ``zennit_s``: zennit's ``EpsilonPlusFlat`` through ``zennit.attribution.Gradient`` on the same
-  torchvision network, with its ``ResNetCanonizer`` for a ResNet (and ``torch_forward_s``, a plain torch forward, for scale).
+  torchvision network, with its ``ResNetCanonizer`` for a ResNet (and ``torch_forward_s``, a
+  plain torch forward, for scale).
 
 The four are timed in interleaved rounds (forward, LRP, zennit, torch forward, then again) after a
 warm-up round, so that other load on the machine hits all of them alike. The ratios are the medians

@@ -91,7 +91,9 @@ def test_zbox_and_flat_layers_match_a_direct_evaluation_of_their_rules():
     (4, 2, (2, 2), ((0, 1), (0, 1)), (1, 1)),  # TF "SAME" for stride 2 on an even size
     (3, 1, (2, 1), ((2, 2), (0, 0)), (2, 2)),
 ])  # fmt: skip
-def test_depthwise_conv_as_shifted_multiply_adds_equals_the_grouped_conv(channels, multiplier, stride, padding, dilation):
+def test_depthwise_conv_as_shifted_multiply_adds_equals_the_grouped_conv(
+    channels, multiplier, stride, padding, dilation
+):
     """The CPU lowering of a depthwise conv (forward and transposed) against lax's grouped conv."""
     from jax import lax
 

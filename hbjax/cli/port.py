@@ -1,6 +1,7 @@
 """``hbjax-port``: turns torchvision or Keras VGG weights into an hbjax checkpoint.
 
     hbjax-port SRC --arch vgg19 --out model.safetensors [--class-names classes.tsv]
+    hbjax-port resnet50-0676ba61.pth --arch resnet50 --out resnet50.safetensors
 
 SRC is a torchvision state dict (``.pth``/``.pt``, read only with
 ``torch.load(weights_only=True)``: no arbitrary objects are unpickled), a state dict in safetensors
@@ -137,11 +138,11 @@ def port(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hbjax-port",
-        description="Convert torchvision (.pth, .safetensors) or Keras (.h5) VGG weights into an "
-        "hbjax checkpoint.",
+        description="Convert torchvision (.pth, .safetensors) VGG or ResNet weights, or Keras (.h5) VGG "
+        "weights, into an hbjax checkpoint.",
     )
     parser.add_argument("src", help="weight file: .pth/.pt (torchvision), .safetensors, .h5 (Keras)")
-    parser.add_argument("--arch", required=True, help="vgg11, vgg13, vgg16, vgg19 or vgg*_bn")
+    parser.add_argument("--arch", required=True, help="vgg11, vgg13, vgg16, vgg19, vgg*_bn, or resnet18/34/50/101/152")
     parser.add_argument("--out", required=True, help="the hbjax checkpoint to write (.safetensors)")
     parser.add_argument("--class-names", help="ILSVRC classes.tsv (index, wnid, name) or names a line")
     parser.add_argument(

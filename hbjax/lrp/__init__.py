@@ -42,9 +42,10 @@ from hbjax.lrp.rules import (
 )
 
 __all__ = [
-    "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
-    "Term", "UnsupportedOperation", "alpha_beta", "binarize", "epsilon", "explain_figure", "explained_layers", "flat", "gamma", "gradient",
-    "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
-    "make_rule", "max_pool_winner", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
-    "relu_pass", "stabilize", "wsquare", "zbox", "zplus",
+    "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule", "Term",
+    "UnsupportedOperation", "alpha_beta", "binarize", "epsilon", "explain_figure", "explained_layers", "flat",
+    "gamma", "get_composite", "gradient", "heatmap", "heatmap_and_logits", "initial_relevance",
+    "layer_relevances", "lrp0", "lrp_linear", "make_rule", "max_pool_winner", "norm", "plot_panels",
+    "register_composite", "relevance", "relevance_and_logits", "relevance_fn", "relu_pass", "stabilize",
+    "wsquare", "zbox", "zplus",
 ]  # fmt: skip

@@ -49,7 +49,8 @@ except ImportError:  # pragma: no cover
 
 CALLS = {
     "jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
     "remat": "jaxpr", "checkpoint": "jaxpr", "named_call": "call_jaxpr",
 }  # fmt: skip
 STRUCTURAL = {
@@ -351,7 +352,9 @@ def _assign_rules(nodes, eqns, roles, act, x_var, outputs, consumers, composite,
                 c = [v for v in e.invars if not (_is_var(v) and v in act)]
                 cval = c[0].val if c and isinstance(c[0], jcore.Literal) else None
                 relu = e.primitive.name == "max" and cval is not None and np.ndim(cval) == 0 and cval == 0
-                clip_of_nonneg = e.primitive.name == "min" and nonneg[ins[0]] and cval is not None and np.all(np.asarray(cval) >= 0)
+                clip_of_nonneg = (
+                    e.primitive.name == "min" and nonneg[ins[0]] and cval is not None and np.all(np.asarray(cval) >= 0)
+                )
                 nonneg[o] = bool(relu or clip_of_nonneg)
             else:
                 nonneg[o] = all(nonneg[v] for v in ins)

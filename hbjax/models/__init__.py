@@ -1,4 +1,5 @@
-"""VGG and ResNet models in Flax, your own Flax models (from_flax), weight porting, batch-norm folding and safe checkpoints."""
+"""VGG and ResNet models in Flax, your own Flax models (from_flax), weight porting, batch-norm
+folding and safe checkpoints."""
 
 from hbjax.models.adapters import from_apply, from_flax, from_nnx, resnet
 from hbjax.models.checkpoint import SHIPPED, CheckpointError, describe, load, save
@@ -18,8 +19,8 @@ from hbjax.models.torch_twin import to_torch
 from hbjax.models.vgg import VGG_CONFIGS, Normalization, Sequential, vgg_layers
 
 __all__ = [
-    "CIFAR10_CLASSES", "RESNET_CONFIGS", "ResNet", "SHIPPED", "VGG_CONFIGS", "CheckpointError", "LayerSpec", "Model",
-    "Normalization", "PortingError", "Sequential", "adaptive_avg_pool", "cast", "check_images",
-    "describe", "fold_batchnorm", "from_apply", "from_flax", "from_keras", "from_nnx", "resnet", "from_torchvision", "load", "max_pool_2x2", "save",
-    "to_torch", "vgg", "vgg_cifar", "vgg_layers",
+    "CIFAR10_CLASSES", "RESNET_CONFIGS", "SHIPPED", "VGG_CONFIGS", "CheckpointError", "LayerSpec", "Model",
+    "Normalization", "PortingError", "ResNet", "Sequential", "adaptive_avg_pool", "cast", "check_images",
+    "describe", "fold_batchnorm", "from_apply", "from_flax", "from_keras", "from_nnx", "from_torchvision",
+    "load", "max_pool_2x2", "resnet", "save", "to_torch", "vgg", "vgg_cifar", "vgg_layers",
 ]  # fmt: skip
