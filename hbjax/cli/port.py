@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hbjax.errors import HbjaxError
 from hbjax.models.checkpoint import FORMAT, CheckpointError, describe, load, save
 from hbjax.models.porting import PortingError, from_keras, from_torchvision
 
@@ -26,7 +27,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 KERAS_SUFFIXES = (".h5", ".hdf5")
 
 
-class PortError(ValueError):
+class PortError(HbjaxError):
     """The source file cannot be read as weights (wrong format, unsafe content, missing tool)."""
 
 

@@ -21,8 +21,7 @@ from hbjax.data.preprocess import Preprocess, preprocess_image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class DataError(ValueError):
-    """A data folder is missing, empty or malformed."""
+from hbjax.errors import DataError  # noqa: E402  (re-exported: hbjax.data.DataError)
 
 
 def load_image(path: str, preprocess: Preprocess) -> np.ndarray:

@@ -42,6 +42,7 @@ import numpy as np
 from hbjax import xla
 from hbjax.lrp.composites import Composite, get_composite
 from hbjax.lrp.network import Step, build_plan, forward
+from hbjax import validation
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -164,7 +165,7 @@ def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | 
 
 
 def _run(model, x, targets, composite, method, scale_by_logit, output):
-    check_images(x)
+    validation.check_images(x, where="hbjax.lrp")
     if isinstance(x, np.ndarray):
         x = jnp.asarray(x)
     fn = relevance_fn(model, composite, method=method, scale_by_logit=scale_by_logit, output=output)

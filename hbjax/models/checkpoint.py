@@ -25,8 +25,7 @@ FORMAT_VERSION = "1"
 SHIPPED = {"vgg19_cifar": "vgg19_cifar.safetensors"}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, not a checkpoint, or does not match its metadata."""
+from hbjax.errors import CheckpointError  # noqa: E402  (re-exported: hbjax.models.CheckpointError)
 
 
 def _flatten(variables: dict) -> dict[str, np.ndarray]:
