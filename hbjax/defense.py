@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax import lrp, xla
+from hbjax import validation
 from hbjax.models.model import Model, check_images
 
 __all__ = [
@@ -80,9 +81,7 @@ def _check_mode(mode: str) -> str:
 
 
 def _check_finite_images(x: Any, name: str = "x") -> None:
-    check_images(x, name)
-    if _is_concrete(x) and not bool(jnp.isfinite(jnp.asarray(x)).all()):
-        raise ValueError(f"{name} holds nan or inf values")
+    validation.check_images(x, name=name, where="hbjax.defense")
 
 
 def gaussian_blur(

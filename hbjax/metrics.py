@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hbjax import validation
 from jax import lax
 
 __all__ = [
@@ -72,6 +74,7 @@ def _check_logits(benign_logits: Any, other_logits: Any) -> tuple[jnp.ndarray, j
     if b.shape[1] < 1:
         raise ValueError("logits need at least one class")
     for name, x in (("benign_logits", b), ("other_logits", a)):
+        validation.check_logits(x, name=name, where="hbjax.metrics.ndcg")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"{name} must be floating point; got dtype {x.dtype}")
         # a nan or inf anywhere makes its row's sum non-finite (one cheap pass)

@@ -122,7 +122,7 @@ def test_sigma_sweep_and_report(cifar10_dir, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["data.root=/no/such/folder"], "does not exist"),
-    (["defense.sigma=-1"], "sigma must be positive"),
+    (["defense.sigma=-1"], "defense.sigma=-1: expected a number > 0"),
     (["attack.target=nobody"], "attack.target"),
 ])  # fmt: skip
 def test_bad_input_is_a_one_line_error_before_any_work(args, message, cifar10_dir, tmp_path):
@@ -156,4 +156,4 @@ def test_unknown_config_key_fails(cifar10_dir, tmp_path):
 def test_unknown_attack_option_is_a_config_error(cifar10_dir, tmp_path):
     out = _evaluate([*SMOKE, *_data_override(cifar10_dir), "attack=fgsm", f"hydra.run.dir={tmp_path}"], check=False)
     assert out.returncode == 2
-    assert "fgsm takes no ['steps']" in out.stderr
+    assert "fgsm takes no option 'steps'" in out.stderr

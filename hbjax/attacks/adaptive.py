@@ -123,7 +123,7 @@ def adaptive_heatmap(
     from hbjax import attacks as registry
 
     name = "adaptive_heatmap"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=model)
     iterations = base.check_count(iterations, "iterations", name)
     base_attack = registry.get(attack)
     if getattr(base_attack, "needs_model", False):
@@ -286,7 +286,7 @@ def bpda_eot(
     from hbjax.attacks.pgd import _start
 
     name = "bpda_eot"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=model)
     if x.ndim != 4:
         raise ValueError(f"{name}: x must be a batch of images (B, H, W, 3); got shape {x.shape}")
     base.check_choice(norm, base.NORMS, "norm", name)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax import xla
+from hbjax import validation, xla
 
 LOOPS = ("auto", "unroll", "lax")
 LOSSES = ("ce", "margin")
@@ -105,6 +105,7 @@ def check_inputs(
     targeted: bool,
     targets: Any,
     name: str,
+    logits_fn: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Validates an attack's inputs; returns (x, labels, classes) as arrays.
 
@@ -113,6 +114,17 @@ def check_inputs(
     outside [0, 1] or NaN (checked when the values are concrete), for targeted without targets and
     for targets without targeted.
     """
+    batch = getattr(labels, "shape", (None,))[:1]
+    if getattr(x, "ndim", 0) == 3 and x.shape[-1] == 3 and batch != tuple(x.shape[:1]):
+        raise validation.InputError(
+            f"{name}: x must be a batch (B, ...); got one unbatched image of shape {tuple(x.shape)}: "
+            "pass x[None] and labels of shape (1,)"
+        )
+    validation.check_images(x, where=name, image=False)
+    num_classes = validation.num_classes_of(logits_fn, x) if logits_fn is not None else None
+    for what, c in (("labels", labels), ("targets", targets if targeted else None)):
+        if c is not None:
+            validation.check_classes(c, batch=x.shape[0], num_classes=num_classes, name=what, where=name)
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{name}: x must be a batch of shape (B, ...); got shape {x.shape}")

@@ -239,7 +239,7 @@ def boundary(
       Black-Box Machine Learning Models", ICLR 2018.
     """
     name = "boundary"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     steps = base.check_count(steps, "steps", name, minimum=0)
     spherical_step = base.check_positive(spherical_step, "spherical_step", name)
     source_step = base.check_positive(source_step, "source_step", name)

@@ -212,7 +212,7 @@ def lbfgs(
       neural networks", ICLR 2014 (arXiv:1312.6199).
     """
     name = "lbfgs"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     search_steps = base.check_count(search_steps, "search_steps", name)
     initial_const = base.check_positive(initial_const, "initial_const", name)
     steps = base.check_count(steps, "steps", name)

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from hbjax import xla
+from hbjax.errors import HbjaxError
 from hbjax.cli.predict import PredictError, chunks, collect_files, preprocess_for
 
 
@@ -104,9 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except (PredictError, ValueError) as e:
+    except (HbjaxError, ValueError) as e:  # PredictError, library errors on bad input
         print(f"hbjax-clean: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("hbjax-clean: interrupted", file=sys.stderr)
+        return 130
 
 
 def run(args: argparse.Namespace) -> int:

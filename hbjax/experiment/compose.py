@@ -14,8 +14,7 @@ from hbjax import xla
 from hbjax.experiment.protocol import TARGET_MODES, Components
 
 
-class ConfigError(ValueError):
-    """An experiment config names something that does not exist or does not fit together."""
+from hbjax.errors import ConfigError  # noqa: E402  (re-exported for existing imports)
 
 
 def _get(cfg: Mapping, key: str, where: str) -> Any:

@@ -45,6 +45,8 @@ import numpy as np
 from hbjax import xla
 from hbjax.lrp.composites import Composite, get_composite
 from hbjax.lrp.network import Step, build_plan, forward
+from hbjax import validation
+from hbjax.errors import InputError
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -158,20 +160,20 @@ def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | 
     else:
         t = np.asarray(targets)
         if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(f"targets must be integer class indices; got dtype {t.dtype}")
+            raise InputError(f"targets must be integer class indices; got dtype {t.dtype}")
         if t.size and (t.min() < 0 or t.max() >= num_classes):
-            raise ValueError(
+            raise InputError(
                 f"targets must lie in [0, {num_classes}); got values in [{t.min()}, {t.max()}]"
             )
     if t.ndim == 0:
         t = jnp.broadcast_to(t, (batch,))
     if t.shape != (batch,):
-        raise ValueError(f"targets must be one class index per image, shape ({batch},); got {t.shape}")
+        raise InputError(f"targets must be one class index per image, shape ({batch},); got {t.shape}")
     return jnp.asarray(t, jnp.int32)
 
 
 def _run(model, x, targets, composite, method, scale_by_logit, output):
-    check_images(x)
+    validation.check_images(x, where="hbjax.lrp")
     if isinstance(x, np.ndarray):
         x = jnp.asarray(x)
     fn = relevance_fn(model, composite, method=method, scale_by_logit=scale_by_logit, output=output)

@@ -28,8 +28,7 @@ from hbjax.models.vgg import (
 )
 
 
-class PortingError(ValueError):
-    """A state dict or weight file does not match the architecture."""
+from hbjax.errors import PortingError  # noqa: E402  (re-exported: hbjax.models.PortingError)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
