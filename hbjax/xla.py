@@ -66,6 +66,12 @@ def _needs_plain_jit(leaves) -> bool:
     return False
 
 
+def _inside_trace() -> bool:
+    """Whether the caller runs inside a JAX trace (jit, make_jaxpr, eval_shape, ...): an array made
+    there is a tracer."""
+    return isinstance(jnp.zeros((), jnp.int8), jax.core.Tracer)
+
+
 class _Jitted:
     """``jax.jit(fun, **kwargs)`` with :func:`compiler_options`, built at the first call, when the
     backend is known (so that importing hbjax does not start JAX's backends). JAX takes compiler
@@ -99,8 +105,10 @@ class _Jitted:
             return self._plain()(*args, **kwargs)
         try:
             return self._get()(*args, **kwargs)
-        except ValueError as e:  # inside a trace, with no traced argument
-            if "top-level" not in str(e):
+        except ValueError:
+            # JAX refuses compiler options below the top level; with no traced argument, only the
+            # trace state tells (a ValueError of the function itself is raised again by the plain jit)
+            if not _inside_trace():
                 raise
             return self._plain()(*args, **kwargs)
 
