@@ -80,7 +80,7 @@ def _check_mode(mode: str) -> str:
 
 
 def _check_finite_images(x: Any, name: str = "x") -> None:
-    check_images(x, name)
+    check_images(x, name=name)
     if _is_concrete(x) and not bool(jnp.isfinite(jnp.asarray(x)).all()):
         raise ValueError(f"{name} holds nan or inf values")
 
@@ -227,7 +227,7 @@ def _config(
 def _clean_fn(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndBlur) -> Callable:
     explain = lrp.relevance_fn(
         Model(layers, normalization, None, {"num_classes": num_classes}),
-        cfg.composite,
+        composite=cfg.composite,
         method=cfg.method,
         output="heatmap",
     )

@@ -75,9 +75,11 @@ def register(name: str, attack: Callable | None = None):
     return add(attack) if attack is not None else add
 
 
+# The public surface: the attacks, their result, the registry and model_logits. The building blocks
+# of new attacks (attack_loss, margin, is_adversarial, project, clip_to_ball, random_in_ball,
+# iterate, as_pytree_fn, blended_noise_start) stay importable from hbjax.attacks.base / .boundary.
 __all__ = [
-    "ALIASES", "ATTACKS", "LOOPS", "LOSSES", "NORMS", "AttackResult", "adaptive_heatmap",
-    "as_pytree_fn", "attack_loss", "blended_noise_start", "boundary", "bpda_eot",
-    "carlini_wagner_l2", "clip_to_ball", "distances", "fgsm", "get", "is_adversarial", "iterate",
-    "lbfgs", "margin", "model_logits", "names", "pgd", "project", "random_in_ball", "register",
+    "ALIASES", "ATTACKS", "LOOPS", "LOSSES", "NORMS", "AttackResult", "adaptive_heatmap", "boundary",
+    "bpda_eot", "carlini_wagner_l2", "distances", "fgsm", "get", "lbfgs", "model_logits", "names",
+    "pgd", "register",
 ]  # fmt: skip

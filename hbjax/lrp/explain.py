@@ -51,7 +51,7 @@ ExplainFn = Callable[[Any, jnp.ndarray, "jnp.ndarray | None"], tuple[jnp.ndarray
 
 
 def initial_relevance(
-    logits: jnp.ndarray, targets: jnp.ndarray, method: str = "lrp", scale_by_logit: bool = False
+    logits: jnp.ndarray, targets: jnp.ndarray, *, method: str = "lrp", scale_by_logit: bool = False
 ) -> jnp.ndarray:
     """R_top for ``method`` (see the module docstring): (B, N), or (2, B, N) for ``clrp``
     (the target's and the dual's)."""
@@ -80,7 +80,7 @@ def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bo
     logits, vjp = jax.vjp(lambda a: forward(plan, variables, a, bounds), xn)
     if targets is None:
         targets = jnp.argmax(logits, axis=-1)
-    r_top = initial_relevance(logits, targets, method, scale_by_logit)
+    r_top = initial_relevance(logits, targets, method=method, scale_by_logit=scale_by_logit)
     if method == "clrp":
         (both,) = jax.vmap(vjp)(r_top)
         target, dual = both[0], both[1]
@@ -120,8 +120,8 @@ def _check_method(method: str, scale_by_logit: bool) -> None:
 
 def relevance_fn(
     model: Model,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
     output: str = "relevance",
@@ -167,7 +167,7 @@ def _run(model, x, targets, composite, method, scale_by_logit, output):
     check_images(x)
     if isinstance(x, np.ndarray):
         x = jnp.asarray(x)
-    fn = relevance_fn(model, composite, method=method, scale_by_logit=scale_by_logit, output=output)
+    fn = relevance_fn(model, composite=composite, method=method, scale_by_logit=scale_by_logit, output=output)
     t = _check_targets(targets, x.shape[0], model.num_classes)
     return fn(model.params, x, t)
 
@@ -176,8 +176,8 @@ def relevance_and_logits(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -203,8 +203,8 @@ def relevance(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> jnp.ndarray:
@@ -214,7 +214,7 @@ def relevance(
     relevance over an image approximates R_top's total (1, or the logit with ``scale_by_logit``).
     """
     return relevance_and_logits(
-        model, x, targets, composite, method=method, scale_by_logit=scale_by_logit
+        model, x, targets, composite=composite, method=method, scale_by_logit=scale_by_logit
     )[0]
 
 
@@ -222,8 +222,8 @@ def heatmap_and_logits(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -237,15 +237,15 @@ def heatmap(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> jnp.ndarray:
     """Heatmap (B, H, W) of ``targets``: the channel sum of :func:`relevance` (``lrp``,
     ``sglrp``), or max(0, channel sum) of the contrastive relevance (``clrp``)."""
     return heatmap_and_logits(
-        model, x, targets, composite, method=method, scale_by_logit=scale_by_logit
+        model, x, targets, composite=composite, method=method, scale_by_logit=scale_by_logit
     )[0]
 
 
@@ -253,8 +253,8 @@ def layer_relevances(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     scale_by_logit: bool = False,
 ) -> list[tuple[str, jnp.ndarray]]:
     """LRP relevance at every layer boundary, for inspection and conservation checks.
@@ -281,7 +281,7 @@ def layer_relevances(
         probes = [jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(outputs, xn)]
         logits, vjp = jax.vjp(lambda a, p: forward(plan, variables, a, bounds, probes=p), xn, probes)
         t = jnp.argmax(logits, axis=-1) if t is None else t
-        r_in, r_steps = vjp(initial_relevance(logits, t, "lrp", scale_by_logit))
+        r_in, r_steps = vjp(initial_relevance(logits, t, method="lrp", scale_by_logit=scale_by_logit))
         return r_in, r_steps
 
     r_in, r_steps = run(model.params, x, t)
