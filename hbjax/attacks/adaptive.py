@@ -123,7 +123,7 @@ def adaptive_heatmap(
     x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
     iterations = base.check_count(iterations, "iterations", name)
     base_attack = registry.get(attack)
-    if getattr(base_attack, "needs_model", False):
+    if registry.metadata(attack)["needs_model"]:
         raise ValueError(f"{name}: the base attack must act on a logits function; got {attack!r}")
     attack_params = dict(attack_params or {})
     defaults = {
@@ -162,9 +162,6 @@ def adaptive_heatmap(
             break
     k_final = jax.random.fold_in(key, iterations)
     return _result(clean, apply, params, x, x_cur, classes, k_final, targeted, calls)
-
-
-adaptive_heatmap.needs_model = True  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +301,3 @@ def bpda_eot(
     calls = steps * (1 + samples)
     k_final = jax.random.fold_in(key, 2**31 - 2)
     return _result(clean, apply, params, x, x_adv, classes, k_final, targeted, calls)
-
-
-bpda_eot.needs_model = True  # type: ignore[attr-defined]

@@ -236,7 +236,7 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
         )
     targeted = bool(attack_cfg.get("targeted", False))
     logits_fn = hbjax.attacks.model_logits(model)
-    if getattr(attack_fn, "needs_model", False):
+    if hbjax.attacks.metadata(name)["needs_model"]:
         # adaptive attacks act on the defended model and need its parts (LRP, blur)
         params = dict(params, defense=dict(defense_kwargs))
 
