@@ -375,8 +375,7 @@ def ndcg(
       benign_logits: (B, N) logits of the benign images.
       other_logits: (B, N) logits of the other images (adversarial or cleaned), row by row.
       ks: the cut-offs k; ``None`` (or any k >= N) is the full NDCG of eq. 7. The cost grows with the
-        largest k: k <= 5 needs no sort; k = N sorts every row (about 3 s a 10,000 x 1,000 block on
-        two CPU cores).
+        largest k: k <= 5 needs no sort; k = N sorts every row (timings: docs/defense.md).
       coverage: (C_b, C_a), or one C for both, each in (0, 1].
       relevance: "logit" (eq. 3 as written) or "prob" (p instead of l; see the module docstring).
 

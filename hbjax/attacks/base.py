@@ -13,8 +13,8 @@ its compiled code across calls with new parameters. Any other callable is compil
 object: pass the same object again to reuse the compiled code.
 
 The loop runner (:func:`iterate`) runs the steps of an attack as jitted chunks of unrolled steps
-(``loop="unroll"``, fastest on CPU, where the body of an XLA while loop runs about 2.5 times slower
-than the same steps unrolled) or as one ``lax`` loop (``loop="lax"``, the right tool on
+(``loop="unroll"``, fastest on CPU, where the body of an XLA while loop runs slower than the same
+steps unrolled: docs/attacks.md) or as one ``lax`` loop (``loop="lax"``, the right tool on
 accelerators); ``loop="auto"`` picks ``"unroll"`` on CPU and ``"lax"`` elsewhere.
 """
 
