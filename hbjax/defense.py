@@ -34,6 +34,7 @@ import numpy as np
 
 from hbjax import lrp, xla
 from hbjax import validation
+from hbjax.models.model import Model
 
 __all__ = [
     "BORDER_MODES",
