@@ -93,7 +93,6 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
     running: dict[str, list] = {}
     stop_after = cfg.get("stop_after_batches")
-    count = 0
     try:
         count = _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after)
     except KeyboardInterrupt:

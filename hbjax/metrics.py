@@ -402,6 +402,8 @@ def ndcg(
 
 def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, *, k: int = 1) -> jnp.ndarray:
     """(B,) bool: whether labels[i] is among the k largest logits of row i (ties: lower index first)."""
+    if getattr(logits, "ndim", 0) == 2:
+        validation.check_classes(labels, batch=logits.shape[0], num_classes=logits.shape[1], where="hbjax.metrics.topk_correct")
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"need logits (B, N) and labels (B,); got {logits.shape} and {labels.shape}")

@@ -100,6 +100,11 @@ def no_network(monkeypatch):
 
     for name in ("download", "download_and_extract", "download_checksums"):
         monkeypatch.setattr(download_manager.DownloadManager, name, offline)
+    # the quick reachability probe passes (the host answers, the download then fails); the probe's
+    # own failure is tested in test_faults_data.py
+    from hbjax.data import tfds_data
+
+    monkeypatch.setattr(tfds_data, "unreachable", lambda host, **kw: None)
 
 
 def test_cifar10_without_data_and_network(tmp_path, no_network):

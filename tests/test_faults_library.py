@@ -129,20 +129,31 @@ def _logits(seed, n=3, c=NUM_CLASSES):
 
 
 @SETTINGS
-@given(scale=st.floats(1e36, 1e38), seed=st.integers(0, 100))
-def test_ndcg_rejects_logits_whose_softmax_overflows(scale, seed):
-    b, a = _logits(seed) * np.float32(scale), _logits(seed + 1)
+@given(scale=st.floats(3.5e37, 3.4e38), seed=st.integers(0, 100), where=st.integers(0, 29))
+def test_ndcg_rejects_logits_whose_softmax_overflows(scale, seed, where):
+    """Finite float32 logits above max / N (here N = 10): sums of N of them may overflow."""
+    b = _logits(seed)
+    b.flat[where] = np.float32(scale) * (1 if where % 2 else -1)
     with pytest.raises(InputError, match="too large for a softmax"):
-        hbjax.metrics.ndcg(b, a)
+        hbjax.metrics.ndcg(b, _logits(seed + 1))
+    with pytest.raises(InputError, match="too large for a softmax"):
+        hbjax.metrics.ndcg(_logits(seed + 1), b)
 
 
 @SETTINGS
-@given(scale=st.floats(1e-3, 1e30), seed=st.integers(0, 100))
+@given(scale=st.floats(1e-3, 1.1e37), seed=st.integers(0, 100))
 def test_ndcg_of_accepted_logits_is_finite(scale, seed):
-    """What the check lets through gives a number in [0, 1]: no NaN from an overflow."""
+    """What the check lets through (|logit| up to 3.3e37 here) gives a number in [0, 1]: no NaN
+    from an overflow."""
     b, a = _logits(seed) * np.float32(scale), _logits(seed + 1) * np.float32(scale)
     s = np.asarray(hbjax.metrics.ndcg(b, a, relevance="prob"))
     assert np.all(np.isfinite(s)) and np.all((s >= -1e-6) & (s <= 1 + 1e-5))
+
+
+@pytest.mark.parametrize("labels", [[0, 10, 1], [-1, 0, 1], [0.0, 1.0, 2.0], [0, 1]])
+def test_topk_labels_outside_the_classes(labels):
+    with pytest.raises(InputError, match="labels"):
+        hbjax.metrics.topk_accuracy(jnp.asarray(_logits(0)), np.asarray(labels))
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -136,7 +136,7 @@ SCHEMA: dict[str, Any] = {
     "stop_after_batches": integer(1, nullable=True),
     "model": {"source": text(), "name": text(), "arch": text(nullable=True)},
     "data": {
-        "source": text(), "name": text(), "root": text(), "split": text(nullable=True),
+        "source": text(), "name": text(nullable=True), "root": text(nullable=True), "split": text(nullable=True),
         "preprocess": choice(*_preprocess_kinds()), "class_names": string_list(nullable=True),
         "data_dir": text(nullable=True), "manual_dir": text(nullable=True),
     },  # fmt: skip
