@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hbjax.metrics import distances  # noqa: F401  (re-exported: the attacks' L2 / Linf)
+
 from hbjax import xla
 
 LOOPS = ("auto", "unroll", "lax")
@@ -242,10 +244,6 @@ def linf_norm(a: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(_flat(a)), axis=1)
 
 
-def distances(x_adv: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(L2, Linf) distance of each example."""
-    d = x_adv - x
-    return l2_norm(d), linf_norm(d)
 
 
 def project(delta: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
