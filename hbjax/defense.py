@@ -209,7 +209,8 @@ class HeatAndBlur:
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`heat_and_blur` that give this config."""
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "binarize": dict(self.binarize)}
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**options, "binarize": dict(self.binarize)}
 
     def draw_sigma(self, key: jax.Array | None, batch: int, dtype: Any) -> jnp.ndarray:
         """(B,) sigma: the fixed value, or U[low, high] draws from key."""

@@ -24,7 +24,7 @@ for random or uncalibrated networks.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from hbjax import validation
 from jax import lax
 
 __all__ = [
+    "Distances",
     "distances",
     "l2_distance",
     "linf_distance",
@@ -436,6 +437,14 @@ def linf_distance(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     return jnp.max(jnp.abs(_flat_diff(x, y)), axis=-1)
 
 
-def distances(x: jnp.ndarray, y: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """{"l2": (B,), "linf": (B,)} distances of each y[i] from x[i]."""
-    return {"l2": l2_distance(x, y), "linf": linf_distance(x, y)}
+class Distances(NamedTuple):
+    """The L2 and Linf distances (B,) of a batch from another (unpack as ``l2, linf = ...``)."""
+
+    l2: jnp.ndarray
+    linf: jnp.ndarray
+
+
+def distances(x: jnp.ndarray, y: jnp.ndarray) -> Distances:
+    """(l2, linf): the (B,) L2 and Linf distances of each y[i] from x[i] (the one distance function
+    of the library: the attacks' results and the evaluation's columns use it)."""
+    return Distances(l2_distance(x, y), linf_distance(x, y))

@@ -34,7 +34,8 @@ class Registry(Generic[T]):
         (or an alias) is taken or a metadata key is unknown."""
         unknown = sorted(set(metadata) - set(self.defaults))
         if unknown:
-            raise ValueError(f"unknown {self.kind} metadata {unknown}; expected some of {sorted(self.defaults)}")
+            expected = sorted(self.defaults)
+            raise ValueError(f"unknown {self.kind} metadata {unknown}; expected some of {expected}")
 
         def add(value: T) -> T:
             if name in self._entries or name in self.aliases:

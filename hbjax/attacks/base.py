@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax import validation, xla
+from hbjax.metrics import distances  # noqa: F401  (re-exported: the attacks' L2 / Linf)
 
 LOOPS = ("auto", "unroll", "lax")
 LOSSES = ("ce", "margin")
@@ -254,10 +255,6 @@ def linf_norm(a: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(_flat(a)), axis=1)
 
 
-def distances(x_adv: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(L2, Linf) distance of each example."""
-    d = x_adv - x
-    return l2_norm(d), linf_norm(d)
 
 
 def project(delta: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
