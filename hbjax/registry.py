@@ -46,6 +46,14 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def remove(self, name: str) -> T:
+        """Removes ``name`` (not an alias) and returns its object: for tests and plugins that register
+        an entry for a while. A KeyError naming the choices when it is not registered."""
+        if name not in self._entries:
+            raise KeyError(f"no {self.kind} named {name!r} is registered; registered: {self.names()}")
+        self._metadata.pop(name)
+        return self._entries.pop(name)
+
     def resolve(self, name: str) -> str:
         """The registered name of ``name`` or its alias; a KeyError naming the choices."""
         key = self.aliases.get(name, name)

@@ -107,7 +107,7 @@ def test_a_newly_registered_attack_is_typed_from_its_signature():
             steps: int = 3, mode: str = "a", scale: float | None = None):  # fmt: skip
         raise AssertionError("not called")
 
-    hbjax.attacks.ATTACKS["toy_for_schema_test"] = toy
+    hbjax.attacks.ATTACKS.register("toy_for_schema_test", toy)
     try:
         assert schema.attack_param_problems("toy_for_schema_test", {"eps": 0.2, "steps": 2, "scale": None}) == []
         found = schema.attack_param_problems(
@@ -116,7 +116,7 @@ def test_a_newly_registered_attack_is_typed_from_its_signature():
         assert len(found) == 5
         assert any("eps=-0.5" in p for p in found) and any("takes no option 'other'" in p for p in found)
     finally:
-        del hbjax.attacks.ATTACKS["toy_for_schema_test"]
+        hbjax.attacks.ATTACKS.remove("toy_for_schema_test")
 
 
 @settings(max_examples=40, deadline=None)

@@ -35,6 +35,10 @@ def test_taken_names_unknown_names_and_unknown_metadata_are_errors():
     with pytest.raises(ValueError, match="unknown widget metadata \\['colour'\\]"):
         reg.register("other", max, colour="red")
     assert reg.names() == ["wide"]
+    assert reg.remove("wide") is len and reg.names() == []
+    with pytest.raises(KeyError, match="no widget named 'wide' is registered"):
+        reg.remove("wide")
+    reg.register("wide", max)  # the name is free again
 
 
 def test_the_attack_registry_marks_the_attacks_that_take_the_model():
