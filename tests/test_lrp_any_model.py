@@ -142,11 +142,11 @@ def test_user_net_agrees_with_zennit(user, composite):
     targets = [3, 7]
     theirs64 = zennit_relevance(copy.deepcopy(net).double(), x, targets, composite, torch.float64)
     with jax.enable_x64(True):
-        ours64 = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite))
+        ours64 = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite=composite))
     err = relative_errors(ours64, theirs64)
     assert np.all(err <= 1e-4), f"{composite} float64: relative L2 errors {err}"
     theirs32 = zennit_relevance(net, x, targets, composite, torch.float32)
-    ours32 = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite)
+    ours32 = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite=composite)
     assert ours32.dtype == jnp.float32
     err = relative_errors(ours32, theirs32)
     assert np.all(err <= 2e-3), f"{composite} float32: relative L2 errors {err}"
@@ -159,13 +159,13 @@ def test_composites_address_layers_by_path_and_kind(user):
     x = jnp.asarray(x, jnp.float32)
     by_kind = {"base": "epsilon_gamma_box", "kinds": {"depthwise_conv": {"rule": "epsilon", "epsilon": 0.1}}}
     by_path = {"base": "epsilon_gamma_box", "names": {"d[wo]*": {"rule": "epsilon", "epsilon": 0.1}}}
-    r_kind = lrp.relevance(model, x, [1, 2], by_kind)
-    r_path = lrp.relevance(model, x, [1, 2], by_path)
-    r_base = lrp.relevance(model, x, [1, 2], "epsilon_gamma_box")
+    r_kind = lrp.relevance(model, x, [1, 2], composite=by_kind)
+    r_path = lrp.relevance(model, x, [1, 2], composite=by_path)
+    r_base = lrp.relevance(model, x, [1, 2], composite="epsilon_gamma_box")
     np.testing.assert_allclose(r_kind, r_path, rtol=1e-6, atol=1e-9)
     assert float(jnp.abs(r_kind - r_base).max()) > 1e-3 * float(jnp.abs(r_base).max())
-    last = lrp.relevance(model, x, [1, 2], {"base": "epsilon_gamma_box", "last": "lrp0"})
-    by_name = lrp.relevance(model, x, [1, 2], {"base": "epsilon_gamma_box", "names": {"head": "lrp0"}})
+    last = lrp.relevance(model, x, [1, 2], composite={"base": "epsilon_gamma_box", "last": "lrp0"})
+    by_name = lrp.relevance(model, x, [1, 2], composite={"base": "epsilon_gamma_box", "names": {"head": "lrp0"}})
     np.testing.assert_allclose(last, by_name, rtol=1e-6, atol=1e-9)
 
 
@@ -181,7 +181,7 @@ def test_residual_sum_conserves_and_blocks_conserve(user):
         return 0 * v if ("'bias'" in name or "'mean'" in name) else v
 
     model = model.replace(params=jax.tree_util.tree_map_with_path(zero_shift, model.params))
-    layers = lrp.layer_relevances(model, jnp.asarray(x, jnp.float32), [2, 5], "epsilon")
+    layers = lrp.layer_relevances(model, jnp.asarray(x, jnp.float32), [2, 5], composite="epsilon")
     totals = {name: np.asarray(r, np.float64).reshape(2, -1).sum(1) for name, r in layers}
     assert {"input", "stem", "dw", "proj", "sum1", "down", "head"} <= set(totals)
     for name in ("input", "stem", "sum1", "down", "head"):
@@ -232,8 +232,8 @@ def test_from_nnx_and_from_apply_models_run_lrp_and_the_defense(user):
     _, model, x = user
     x = jnp.asarray(x, jnp.float32)
     plain = hbjax.models.from_apply(UserNet().apply, model.params, mean=MEAN, std=STD, input_size=(32, 32))
-    h = lrp.heatmap(model, x, [1, 2], "epsilon_plus_flat")
-    np.testing.assert_allclose(lrp.heatmap(plain, x, [1, 2], "epsilon_plus_flat"), h, rtol=1e-5, atol=1e-8)
+    h = lrp.heatmap(model, x, [1, 2], composite="epsilon_plus_flat")
+    np.testing.assert_allclose(lrp.heatmap(plain, x, [1, 2], composite="epsilon_plus_flat"), h, rtol=1e-5, atol=1e-8)
 
     class Tiny(nnx.Module):
         def __init__(self, rngs):
@@ -247,7 +247,7 @@ def test_from_nnx_and_from_apply_models_run_lrp_and_the_defense(user):
     tiny = Tiny(nnx.Rngs(0))
     tiny.eval()
     nnx_model = hbjax.models.from_nnx(tiny, mean=MEAN, std=STD, input_size=(32, 32))
-    r = lrp.relevance(nnx_model, x, [0, 4], "epsilon_plus")
+    r = lrp.relevance(nnx_model, x, [0, 4], composite="epsilon_plus")
     np.testing.assert_allclose(np.asarray(r).sum(axis=(1, 2, 3)), 1.0, rtol=0.2)
     for m in (model, plain, nnx_model):
         x_c = hbjax.defense.heat_and_blur(m, x, jax.random.key(0), sigma=(0.8, 1.2))

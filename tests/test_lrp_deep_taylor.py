@@ -80,14 +80,14 @@ def test_deep_taylor_agrees_with_zennit_float64(setup):
     assert np.all(logits[[0, 1], targets] > 0), "the test needs targets with positive logits"
     theirs, _ = zennit_deep_taylor(net, model, x, targets)
     with jax.enable_x64(True):
-        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, "deep_taylor")
+        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite="deep_taylor")
         assert ours.dtype == jnp.float64
         ours = np.asarray(ours)
     err = relative_errors(ours, theirs)
     assert np.all(err <= 1e-4), f"deep_taylor float64: relative L2 errors {err}"
     # it is not dtd: z^B and the bias on the input layer, the Norm rule on pooling differ
     with jax.enable_x64(True):
-        dtd = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, "dtd"))
+        dtd = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite="dtd"))
     assert np.all(relative_errors(dtd, theirs) > 1e-2)
 
 
@@ -98,8 +98,8 @@ def test_deep_taylor_output_relu_zeroes_negative_logit_targets(setup):
         logits = np.asarray(model.apply(model.params, jnp.asarray(x)))
         targets = [int(np.argmin(logits[0])), int(np.argmin(logits[1]))]
         assert np.all(logits[[0, 1], targets] < 0)
-        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, "deep_taylor"))
-        plain = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, "dtd"))
+        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, composite="deep_taylor"))
+        plain = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, composite="dtd"))
     assert np.all(ours == 0)
     assert np.all(np.abs(plain).sum(axis=(1, 2, 3)) > 0)
 
@@ -111,7 +111,7 @@ def test_deep_taylor_plan():
     model = hbjax.models.vgg(
         "vgg11", num_classes=10, width=0.25, batchnorm=True, classifier=(64, 32), input_size=(32, 32)
     )
-    layers = lrp.explained_layers(model, "deep_taylor")
+    layers = lrp.explained_layers(model, composite="deep_taylor")
     kernels = [rule for _, kind, rule in layers if kind in ("conv", "dense")]
     assert len(kernels) == 11
     assert all(rule.name == "zplus" for rule in kernels[:-1])

@@ -77,7 +77,7 @@ def test_agrees_with_zennit_float64(setup, composite):
     arch, net, model, x, targets = setup
     theirs = zennit_relevance(copy.deepcopy(net).double(), model, x, targets, composite, torch.float64)
     with jax.enable_x64(True):
-        ours = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite))
+        ours = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite=composite))
     err = relative_errors(ours, theirs)
     assert np.all(err <= 1e-4), f"{arch} {composite} float64: relative L2 errors {err}"
 
@@ -86,7 +86,7 @@ def test_agrees_with_zennit_float64(setup, composite):
 def test_agrees_with_zennit_float32(setup, composite):
     arch, net, model, x, targets = setup
     theirs = zennit_relevance(net, model, x, targets, composite, torch.float32)
-    ours = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite)
+    ours = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite=composite)
     assert ours.dtype == jnp.float32
     err = relative_errors(ours, theirs)
     assert np.all(err <= 2e-3), f"{arch} {composite} float32: relative L2 errors {err}"
@@ -96,7 +96,7 @@ def test_resnet_layers_and_rules():
     """ResNet-18's layers as LRP sees them: 20 convs (3 of them 1x1 shortcuts) with their batch
     norms folded, 8 residual sums, one global mean pool, one dense layer; by path and kind."""
     model = hbjax.models.resnet("resnet18")
-    layers = lrp.explained_layers(model, {"base": "epsilon_gamma_box", "names": {"layer4_*/downsample_0": "lrp0"}},
+    layers = lrp.explained_layers(model, composite={"base": "epsilon_gamma_box", "names": {"layer4_*/downsample_0": "lrp0"}},
                                   input_size=(64, 64))  # fmt: skip
     kinds = [kind for _, kind, _ in layers]
     assert kinds.count("conv") == 20 and kinds.count("sum") == 8
