@@ -42,7 +42,8 @@ from hbjax.lrp.rules import (
 )
 
 # The public surface: what users call. The machinery (LinearOp, LayerRule, lrp_linear, relu_pass,
-# stabilize, build_plan, forward) stays importable from its module but is not part of it.
+# stabilize, activation_pass, lrp_sum; the interpreter in hbjax.lrp.graph) stays importable from its
+# module but is not part of it.
 __all__ = [
     "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "Mod", "Rule", "Term", "UnsupportedOperation", "alpha_beta",
     "binarize", "epsilon", "explain_figure", "explained_layers", "flat", "gamma", "get_composite", "gradient", "heatmap",
