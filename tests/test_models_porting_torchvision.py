@@ -78,7 +78,9 @@ def test_wrong_shape_is_named(vgg11_state_dict):
 def test_wrong_architecture_is_reported(vgg11_state_dict):
     with pytest.raises(PortingError, match="vgg13"):
         hbjax.models.from_torchvision("vgg13", vgg11_state_dict)
-    with pytest.raises(PortingError, match="unknown architecture 'resnet50'"):
+    with pytest.raises(PortingError, match="unknown architecture 'resnet9'"):
+        hbjax.models.from_torchvision("resnet9", vgg11_state_dict)
+    with pytest.raises(PortingError, match="resnet50 has no 'fc.weight'"):
         hbjax.models.from_torchvision("resnet50", vgg11_state_dict)
 
 

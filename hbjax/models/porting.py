@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hbjax.models.layers import LayerSpec
+from hbjax.models.resnet import RESNET_CONFIGS
 from hbjax.models.model import Model
 from hbjax.models.vgg import (
     IMAGENET_MEAN,
@@ -45,7 +46,7 @@ def _parse_arch(arch: str) -> tuple[str, bool]:
     if base not in VGG_CONFIGS:
         raise PortingError(
             f"unknown architecture {arch!r}; expected one of "
-            f"{sorted(VGG_CONFIGS) + [a + '_bn' for a in sorted(VGG_CONFIGS)]}"
+            f"{sorted(VGG_CONFIGS) + [a + '_bn' for a in sorted(VGG_CONFIGS)] + sorted(RESNET_CONFIGS)}"
         )
     return base, arch.endswith("_bn")
 
@@ -83,7 +84,7 @@ def from_torchvision(
     ``arch``: "vgg11" ... "vgg19", or "vgg11_bn" ... "vgg19_bn" (batch norm is kept; fold it with
     :func:`hbjax.models.fold_batchnorm`). The number of classes follows the last layer's shape.
     """
-    if arch.startswith("resnet"):
+    if arch in RESNET_CONFIGS:
         from hbjax.models.adapters import resnet_model
         from hbjax.models.resnet import port_torchvision
 
