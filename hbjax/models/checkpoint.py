@@ -53,6 +53,10 @@ def save(model: Model, path: str | os.PathLike) -> str:
     """Writes the model to ``path`` (safetensors) atomically; returns the path."""
     from safetensors.numpy import save_file
 
+    if (model.meta or {}).get("family") == "efficientnet_lite":
+        from hbjax.models.efficientnet_weights import save as save_efficientnet
+
+        return save_efficientnet(model, path)
     path = os.fspath(path)
     metadata = {
         "format": FORMAT,

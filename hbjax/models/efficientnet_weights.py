@@ -191,7 +191,9 @@ def _from_torch_layout(ours: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def port_variables(arch: str, state_dict: Mapping[str, Any], module: EfficientNetLite | None = None) -> dict:
+def port_variables(
+    arch: str, state_dict: Mapping[str, Any], module: EfficientNetLite | None = None
+) -> dict:
     """The Flax variables of ``arch`` from an ``efficientnet-lite-pytorch`` state dict (values: numpy
     arrays or torch tensors). Every tensor is checked: a missing, unexpected or misshapen one is a
     PortingError naming it."""
@@ -212,7 +214,9 @@ def port_variables(arch: str, state_dict: Mapping[str, Any], module: EfficientNe
             )
         flat[ours] = np.ascontiguousarray(value)
     used = set(keys.values())
-    unexpected = sorted(k for k in state_dict if k not in used and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(
+        k for k in state_dict if k not in used and not k.endswith("num_batches_tracked")
+    )
     if unexpected:
         raise PortingError(f"unexpected keys in the state dict: {unexpected[:5]}")
     return unflatten(flat)
@@ -281,7 +285,9 @@ def save(model: FlaxModel, path: str | os.PathLike) -> str:
     return path
 
 
-def model_from_checkpoint(path: str, metadata: Mapping[str, str], flat: Mapping[str, np.ndarray]) -> FlaxModel:
+def model_from_checkpoint(
+    path: str, metadata: Mapping[str, str], flat: Mapping[str, np.ndarray]
+) -> FlaxModel:
     """The model of an EfficientNet-Lite checkpoint's tensors, each checked against the architecture."""
     try:
         meta = json.loads(metadata["meta"])
@@ -296,7 +302,9 @@ def model_from_checkpoint(path: str, metadata: Mapping[str, str], flat: Mapping[
         if key not in flat:
             raise CheckpointError(f"{path}: missing tensor {key!r} (shape {shape})")
         if tuple(flat[key].shape) != shape:
-            raise CheckpointError(f"{path}: tensor {key!r} has shape {tuple(flat[key].shape)}, expected {shape}")
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has shape {tuple(flat[key].shape)}, expected {shape}"
+            )
         if not np.all(np.isfinite(flat[key])):
             raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinite values")
     unexpected = sorted(set(flat) - set(expected))
@@ -347,7 +355,9 @@ def load_pretrained(arch: str = "efficientnet_lite0") -> FlaxModel:
     from hbjax.models.checkpoint import load
 
     if arch not in WEIGHT_SOURCES:
-        raise CheckpointError(f"no pretrained weights known for {arch!r}; known: {sorted(WEIGHT_SOURCES)}")
+        raise CheckpointError(
+            f"no pretrained weights known for {arch!r}; known: {sorted(WEIGHT_SOURCES)}"
+        )
     path = cached_path(arch)
     if os.path.exists(path):
         try:
