@@ -193,6 +193,8 @@ class EfficientNetLite(nn.Module):
       num_classes: output classes (1000 for ImageNet).
       stem_features, head_features: 32 and 1280 (Lite keeps them fixed for every width).
       mean, std: the input normalisation x_n = (x - mean) / std, the network's first operation.
+      normalize: False makes the network take x_n itself (the contract of
+        ``hbjax.models.from_flax``, where hbjax applies mean/std before the network).
       depthwise_impl: "conv" (one grouped ``conv_general_dilated``) or "shifted" (k*k multiply-adds,
         faster on XLA's CPU backend; same result).
     """
@@ -204,6 +206,7 @@ class EfficientNetLite(nn.Module):
     mean: tuple[float, float, float] = LITE_MEAN
     std: tuple[float, float, float] = LITE_STD
     depthwise_impl: str = "conv"
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         if self.depthwise_impl not in ("conv", "shifted"):
@@ -212,7 +215,8 @@ class EfficientNetLite(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+        if self.normalize:
+            x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
         x = Conv(self.stem_features, 3, 2, name="stem")(x)
         x = nn.relu6(batch_norm("stem_bn")(x))
         for i, spec in enumerate(block_specs(self.stages)):

@@ -111,14 +111,22 @@ class FlaxModel:
         return dataclasses.replace(self, **changes)
 
 
-def as_model(module: EfficientNetLite, variables: Any, meta: dict) -> FlaxModel:
+def as_model(module: EfficientNetLite, variables: Any, meta: dict) -> Any:
     """The one place where a Flax module and its variables become an hbjax model.
 
-    With the general ``hbjax.models.from_flax(module, variables, mean=..., std=..., class_names=...)``
-    this becomes that call (the module normalises its input itself with ``module.mean``/``std``).
+    With ``hbjax.models.from_flax`` (the general Model of any Flax network, which applies mean/std
+    itself) the network is the module with ``normalize=False``; without it, a :class:`FlaxModel`.
     """
-    normalization = Normalization(tuple(module.mean), tuple(module.std))
-    return FlaxModel(module, variables, dict(meta), normalization)
+    try:
+        from hbjax.models.adapters import from_flax
+    except ImportError:
+        normalization = Normalization(tuple(module.mean), tuple(module.std))
+        return FlaxModel(module, variables, dict(meta), normalization)
+    model = from_flax(
+        module.clone(normalize=False), variables, mean=module.mean, std=module.std,
+        class_names=meta.get("class_names"),
+    )  # fmt: skip
+    return model.replace(meta={**model.meta, **meta})
 
 
 # ---------------------------------------------------------------- porting
