@@ -2,7 +2,14 @@
 folding and safe checkpoints."""
 
 from hbjax.models.adapters import from_apply, from_flax, from_nnx, resnet
-from hbjax.models.checkpoint import SHIPPED, CheckpointError, describe, load, save
+from hbjax.models.checkpoint import CONVERTED, SHIPPED, CheckpointError, describe, load, save
+from hbjax.models.efficientnet import EfficientNetLite, efficientnet_lite
+from hbjax.models.efficientnet_weights import (
+    FlaxModel,
+    MissingWeightsError,
+    from_efficientnet_lite,
+    imagenet_class_names,
+)
 from hbjax.models.layers import LayerSpec, adaptive_avg_pool, max_pool_2x2
 from hbjax.models.model import (
     CIFAR10_CLASSES,
@@ -19,8 +26,10 @@ from hbjax.models.torch_twin import to_torch
 from hbjax.models.vgg import VGG_CONFIGS, Normalization, Sequential, vgg_layers
 
 __all__ = [
-    "CIFAR10_CLASSES", "RESNET_CONFIGS", "SHIPPED", "VGG_CONFIGS", "CheckpointError", "LayerSpec", "Model",
-    "Normalization", "PortingError", "ResNet", "Sequential", "adaptive_avg_pool", "cast", "check_images",
-    "describe", "fold_batchnorm", "from_apply", "from_flax", "from_keras", "from_nnx", "from_torchvision",
-    "load", "max_pool_2x2", "resnet", "save", "to_torch", "vgg", "vgg_cifar", "vgg_layers",
+    "CIFAR10_CLASSES", "CONVERTED", "RESNET_CONFIGS", "SHIPPED", "VGG_CONFIGS", "CheckpointError",
+    "EfficientNetLite", "FlaxModel", "LayerSpec", "MissingWeightsError", "Model", "Normalization",
+    "PortingError", "ResNet", "Sequential", "adaptive_avg_pool", "cast", "check_images", "describe",
+    "efficientnet_lite", "fold_batchnorm", "from_apply", "from_efficientnet_lite", "from_flax",
+    "from_keras", "from_nnx", "from_torchvision", "imagenet_class_names", "load", "max_pool_2x2",
+    "resnet", "save", "to_torch", "vgg", "vgg_cifar", "vgg_layers",
 ]  # fmt: skip
