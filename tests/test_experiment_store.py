@@ -74,9 +74,13 @@ def test_summary_denominators():
     assert s["n_images"] == 50 and s["n_correct"] == correct.sum()
     assert s["n_attack_success"] == kept.sum()
     assert s["n_attack_failed"] == (correct & ~kept).sum()
-    assert s["adv"]["n"] == kept.sum() and s["control"]["n"] == correct.sum()
+    assert 0 < kept.sum() < correct.sum()  # the example tells the two Control groups apart
+    assert s["adv"]["n"] == s["control"]["n"] == kept.sum() and s["control_all"]["n"] == correct.sum()
     np.testing.assert_allclose(s["cleaned"]["top1"], np.mean(np.asarray(rows["top1_cleaned"])[kept]))
-    np.testing.assert_allclose(s["control"]["ndcg@2"], np.mean(rows["ndcg2_control"][correct]))
+    # Control per experimental group: the benign counterparts of the successful adversarial examples
+    np.testing.assert_allclose(s["control"]["ndcg@2"], np.mean(rows["ndcg2_control"][kept]))
+    np.testing.assert_allclose(s["control"]["top1"], np.mean(np.asarray(rows["top1_control"])[kept]))
+    np.testing.assert_allclose(s["control_all"]["ndcg@2"], np.mean(rows["ndcg2_control"][correct]))
     np.testing.assert_allclose(s["adv"]["linf_median"], np.median(rows["linf_adv"][kept]))
     # the summary reads back the strings of examples.csv identically
     text = {k: [str(v) for v in vals] for k, vals in rows.items()}
