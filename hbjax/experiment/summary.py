@@ -63,4 +63,29 @@ def summarize(rows: Mapping[str, Sequence], ks: Sequence[int]) -> dict:
             stats[f"{d}_mean"] = mean(f"{d}_{view}")
             stats[f"{d}_median"] = median(f"{d}_{view}")
         out[group] = stats
+    out["readings"] = readings(col, correct)
+    return out
+
+
+def readings(col: Mapping[str, np.ndarray], correct: np.ndarray) -> dict:
+    """Whether the attack's output fools (a) the undefended network (Adv view; the literal reading
+    of Algorithm 2's line 7), (b) the defended classifier (Cleaned view, its own sigma draw,
+    independent of the attack's), (c) both; untargeted: wrong label, targeted: the target.
+
+    Rates over ``n``: the images the undefended network gets right and the *defended* classifier
+    gets right when benign (Control top-1), so that an image the defense already misclassifies does
+    not count as a success of the attack; ``*_over_correct`` over every correct image instead.
+    """
+    targeted = bool(np.any(col["target"].astype(np.int64) >= 0))
+    if targeted:
+        fooled_a = col["target_hit_adv"].astype(bool)
+        fooled_b = col["target_hit_cleaned"].astype(bool)
+    else:
+        fooled_a = ~col["top1_adv"].astype(bool)
+        fooled_b = ~col["top1_cleaned"].astype(bool)
+    base = correct & col["top1_control"].astype(bool)
+    out: dict = {"n": int(base.sum()), "n_correct": int(correct.sum())}
+    for name, fooled in (("undefended", fooled_a), ("defended", fooled_b), ("both", fooled_a & fooled_b)):
+        out[name] = float(fooled[base].mean()) if base.any() else float("nan")
+        out[f"{name}_over_correct"] = float(fooled[correct].mean()) if correct.any() else float("nan")
     return out
