@@ -37,11 +37,11 @@ def load_model(cfg: Mapping):
         arch = _get(cfg, "arch", "model")
         if not os.path.exists(name):
             raise ConfigError(f"model.name: weight file {name!r} does not exist")
-        if source == "keras":
-            return hbjax.models.from_keras(arch, name)
-        from hbjax.cli.port import read_state_dict
-
-        return hbjax.models.fold_batchnorm(hbjax.models.from_torchvision(arch, read_state_dict(name)))
+        try:
+            model = hbjax.models.from_weight_file(name, arch, source=source)
+        except hbjax.models.WeightFileError as e:
+            raise ConfigError(f"model.name: {e}") from None
+        return hbjax.models.fold_batchnorm(model)
     raise ConfigError(f"model.source {source!r} is not one of shipped, checkpoint, torchvision, keras")
 
 

@@ -14,10 +14,11 @@ from hbjax.models.model import (
 from hbjax.models.porting import PortingError, from_keras, from_torchvision
 from hbjax.models.torch_twin import to_torch
 from hbjax.models.vgg import VGG_CONFIGS, Normalization, Sequential, vgg_layers
+from hbjax.models.weight_files import WeightFileError, from_weight_file, read_state_dict
 
 __all__ = [
     "CIFAR10_CLASSES", "SHIPPED", "VGG_CONFIGS", "CheckpointError", "LayerSpec", "Model",
     "Normalization", "PortingError", "Sequential", "adaptive_avg_pool", "cast", "check_images",
     "describe", "fold_batchnorm", "from_keras", "from_torchvision", "load", "max_pool_2x2", "save",
-    "to_torch", "vgg", "vgg_cifar", "vgg_layers",
+    "WeightFileError", "from_weight_file", "read_state_dict", "to_torch", "vgg", "vgg_cifar", "vgg_layers",
 ]  # fmt: skip
