@@ -10,7 +10,7 @@ Registered composites (snake_case, zennit's defaults epsilon = 1e-6, gamma = 0.2
 =============================  =============  =============  ==============
 name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
-``dtd`` (Montavon's DTD)     z^B            z+             z+
+``dtd`` (Montavon's DTD)       z^B            z+             z+
 ``deep_taylor``                z+, no bias    z+, no bias    z+, no bias; logits: w^2
 ``epsilon_plus_flat``          flat           z+             epsilon
 ``epsilon_gamma_box``          z^B            gamma          epsilon
