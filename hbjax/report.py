@@ -218,7 +218,9 @@ def figure5(runs: list[dict], path: str) -> str | None:
                     label=f"{view} (top-1 {s[view]['top1']:.2f})")  # fmt: skip
         ax.set_xlabel("k")
         ax.set_ylabel("mean NDCG@k")
-        ax.set_ylim(-0.02, 1.02)
+        values = [s[view][f"ndcg@{k}"] for view in VIEWS for k in ks]
+        finite = [v for v in values if np.isfinite(v)]  # logit relevances can leave [0, 1]
+        ax.set_ylim(min(-0.02, *finite) if finite else -0.02, max(1.02, *finite) if finite else 1.02)
         ax.set_xticks(ks)
         ax.set_title(f"{attack}, sigma {_sigma_label(r['sigma'])}, C {_coverage_label(r['coverage'])}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
