@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hbjax.errors import HbjaxError
 from hbjax.models.checkpoint import FORMAT
 from hbjax.models.porting import from_keras, from_torchvision
 
@@ -20,7 +21,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 KERAS_SUFFIXES = (".h5", ".hdf5")
 
 
-class WeightFileError(ValueError):
+class WeightFileError(HbjaxError):
     """The file cannot be read as weights (missing, wrong format, unsafe content, missing tool)."""
 
 
