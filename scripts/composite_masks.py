@@ -51,7 +51,7 @@ def main() -> None:
         r = attacks.pgd(fn, x, y, jax.random.key(b), eps=8 / 255, norm="linf", steps=20, step_size=2 / 255)
         for view, xv in (("benign", x), ("pgd", jnp.asarray(r.x_adv))):
             for comp in ("dtd", "deep_taylor"):
-                h = lrp.heatmap(model, xv, None, comp)
+                h = lrp.heatmap(model, xv, None, composite=comp)
                 masks[(view, comp)].append(np.asarray(lrp.binarize(h, rule="std", k=2.0)))
     out: dict = {"model": args.model, "num_images": int(len(y_all))}
     for view in ("benign", "pgd"):

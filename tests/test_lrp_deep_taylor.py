@@ -80,14 +80,14 @@ def test_deep_taylor_agrees_with_zennit_float64(setup):
     assert np.all(logits[[0, 1], targets] > 0), "the test needs targets with positive logits"
     theirs, _ = zennit_deep_taylor(net, model, x, targets)
     with jax.enable_x64(True):
-        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, "deep_taylor")
+        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite="deep_taylor")
         assert ours.dtype == jnp.float64
         ours = np.asarray(ours)
     err = relative_errors(ours, theirs)
     assert np.all(err <= 1e-4), f"deep_taylor float64: relative L2 errors {err}"
     # it is not dtd: z^B and the bias on the input layer, the Norm rule on pooling differ
     with jax.enable_x64(True):
-        dtd = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, "dtd"))
+        dtd = np.asarray(lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite="dtd"))
     assert np.all(relative_errors(dtd, theirs) > 1e-2)
 
 
@@ -98,8 +98,8 @@ def test_deep_taylor_output_relu_zeroes_negative_logit_targets(setup):
         logits = np.asarray(model.apply(model.params, jnp.asarray(x)))
         targets = [int(np.argmin(logits[0])), int(np.argmin(logits[1]))]
         assert np.all(logits[[0, 1], targets] < 0)
-        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, "deep_taylor"))
-        plain = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, "dtd"))
+        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, composite="deep_taylor"))
+        plain = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, composite="dtd"))
     assert np.all(ours == 0)
     assert np.all(np.abs(plain).sum(axis=(1, 2, 3)) > 0)
 
@@ -108,7 +108,7 @@ def test_deep_taylor_plan():
     """The rules deep_taylor assigns on a VGG with batch norm and dropout: z+ without bias on every
     layer followed by a ReLU (the first included), w^2 without bias on the logits layer, no rule on
     pooling."""
-    layers = hbjax.models.vgg_layers("vgg11", 10, width=0.25, batchnorm=True, classifier=(64, 32))
+    layers = hbjax.models.vgg_layers("vgg11", num_classes=10, width=0.25, batchnorm=True, classifier=(64, 32))
     plan = lrp.build_plan(tuple(layers), lrp.get_composite("deep_taylor"))
     kernels = [s for s in plan if s.layer.kind in ("conv", "dense")]
     assert all(s.rule.rule.name == "zplus" for s in kernels[:-1])
