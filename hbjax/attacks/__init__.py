@@ -9,6 +9,11 @@
 keyword-only. The adaptive attacks on Heat and Blur (``adaptive_heatmap``, ``bpda_eot``) take the
 :class:`hbjax.models.Model` in place of ``logits_fn`` (they need its LRP heatmaps) and the defense's
 settings as ``defense=``; they carry ``needs_model = True``.
+
+APGD, APGD-T, Square and AutoAttack (``apgd``, ``apgd_t``, ``square``, ``autoattack``,
+``autoattack_rand``) also take a randomised classifier (:class:`Randomized`, e.g.
+:func:`defended_logits` for Heat and Blur with BPDA) and average over its draws (EOT) or query it
+afresh each time; they carry ``accepts_randomized = True``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from typing import Callable
 
 from hbjax.attacks.adaptive import adaptive_heatmap, bpda_eot
+from hbjax.attacks.apgd import apgd, apgd_t, dlr_loss, dlr_targeted_loss
+from hbjax.attacks.autoattack import EnsembleResult, autoattack, autoattack_rand, sanity_checks
 from hbjax.attacks.base import (
     LOOPS,
     LOSSES,
@@ -36,6 +43,8 @@ from hbjax.attacks.boundary import blended_noise_start, boundary
 from hbjax.attacks.cw import carlini_wagner_l2
 from hbjax.attacks.lbfgs import lbfgs
 from hbjax.attacks.pgd import fgsm, pgd
+from hbjax.attacks.randomized import Randomized, defended_logits, randomized
+from hbjax.attacks.square import square
 
 ATTACKS: dict[str, Callable] = {
     "fgsm": fgsm,
@@ -45,8 +54,19 @@ ATTACKS: dict[str, Callable] = {
     "boundary": boundary,
     "adaptive_heatmap": adaptive_heatmap,
     "bpda_eot": bpda_eot,
+    "apgd": apgd,
+    "apgd_t": apgd_t,
+    "square": square,
+    "autoattack": autoattack,
+    "autoattack_rand": autoattack_rand,
 }
-ALIASES = {"cw": "carlini_wagner_l2", "cw_l2": "carlini_wagner_l2", "bpda": "bpda_eot"}
+ALIASES = {
+    "cw": "carlini_wagner_l2", "cw_l2": "carlini_wagner_l2", "bpda": "bpda_eot", "apgd_ce": "apgd",
+}  # fmt: skip
+
+
+for _attack in (apgd, apgd_t, square, autoattack, autoattack_rand):
+    _attack.accepts_randomized = True  # type: ignore[attr-defined]
 
 
 def names() -> list[str]:
@@ -76,8 +96,11 @@ def register(name: str, attack: Callable | None = None):
 
 
 __all__ = [
-    "ALIASES", "ATTACKS", "LOOPS", "LOSSES", "NORMS", "AttackResult", "adaptive_heatmap",
-    "as_pytree_fn", "attack_loss", "blended_noise_start", "boundary", "bpda_eot",
-    "carlini_wagner_l2", "clip_to_ball", "distances", "fgsm", "get", "is_adversarial", "iterate",
-    "lbfgs", "margin", "model_logits", "names", "pgd", "project", "random_in_ball", "register",
+    "ALIASES", "ATTACKS", "LOOPS", "LOSSES", "NORMS", "AttackResult", "EnsembleResult",
+    "Randomized", "adaptive_heatmap", "apgd", "apgd_t", "as_pytree_fn", "attack_loss",
+    "autoattack", "autoattack_rand", "blended_noise_start", "boundary", "bpda_eot",
+    "carlini_wagner_l2", "clip_to_ball", "defended_logits", "distances", "dlr_loss",
+    "dlr_targeted_loss", "fgsm", "get", "is_adversarial", "iterate", "lbfgs", "margin",
+    "model_logits", "names", "pgd", "project", "random_in_ball", "randomized", "register",
+    "sanity_checks", "square",
 ]  # fmt: skip
