@@ -18,7 +18,7 @@ from hbjax.lrp.explain import (
     relevance_and_logits,
     relevance_fn,
 )
-from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass, stabilize
+from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, max_pool_winner, relu_pass, stabilize
 from hbjax.lrp.network import build_plan, forward
 from hbjax.lrp.plot import explain_figure, plot_panels
 from hbjax.lrp.rules import (
@@ -43,6 +43,6 @@ __all__ = [
     "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
     "Term", "alpha_beta", "binarize", "build_plan", "epsilon", "explain_figure", "flat", "forward", "gamma",
     "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
-    "make_rule", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
+    "make_rule", "max_pool_winner", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
     "relu_pass", "stabilize", "wsquare", "zbox", "zplus",
 ]  # fmt: skip

@@ -11,6 +11,7 @@ Registered composites (snake_case, zennit's defaults epsilon = 1e-6, gamma = 0.2
 name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
 ``dtd`` (the paper's DTD)      z^B            z+             z+
+``deep_taylor`` (iNNvestigate)  z+ (no bias)   z+ (no bias)   z+ (no bias); logits: w^2
 ``epsilon_plus_flat``          flat           z+             epsilon
 ``epsilon_gamma_box``          z^B            gamma          epsilon
 ``epsilon_plus``               z+             z+             epsilon
@@ -21,6 +22,13 @@ name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
 
 (``lrp0`` also drops the stabiliser of the pooling rule, so that it equals gradient x input.)
+
+``deep_taylor`` is iNNvestigate's ``DeepTaylor`` analyser (``innvestigate/analyzer/deeptaylor.py``),
+the tool the paper ran as "standard DTD": z+ with the bias ignored on every conv and dense layer
+followed by a ReLU (the input layer included), w^2 without bias on a kernel layer with no ReLU after
+it (the logits layer), plain gradients through max and average pooling (no normalisation rule), and
+the output through a ReLU first (a target whose logit is <= 0 gets no relevance). Its
+``BoundedDeepTaylor`` would only add z^B on the input layer, which is what ``dtd`` differs in too.
 
 A custom composite comes from a mapping (a Hydra config), e.g.
 ``{"base": "epsilon_plus_flat", "first": "zbox", "kinds": {"conv": {"rule": "gamma", "gamma": 0.5}},
@@ -42,12 +50,19 @@ EXPLAINED_KINDS = ("conv", "dense", "adaptive_avgpool")
 @dataclasses.dataclass(frozen=True)
 class Composite:
     """Rules by layer: ``names`` (layer name -> rule) wins over ``first`` (the input layer), which
-    wins over ``kinds`` (layer kind -> rule). Hashable, so it can key a compilation cache."""
+    wins over ``unrectified`` (a conv or dense layer with no ReLU after it, such as the logits
+    layer), which wins over ``kinds`` (layer kind -> rule). ``plain_pooling``: average pooling
+    passes its ordinary gradient instead of the normalisation rule. ``output_relu``: the initial
+    relevance passes the gradient of a ReLU on the logits (zero for a class whose logit is <= 0).
+    Hashable, so it can key a compilation cache."""
 
     name: str = "custom"
     first: Rule | None = None
     kinds: tuple[tuple[str, Rule], ...] = ()
     names: tuple[tuple[str, Rule], ...] = ()
+    unrectified: Rule | None = None
+    plain_pooling: bool = False
+    output_relu: bool = False
 
     def __post_init__(self) -> None:
         for kind, _ in self.kinds:
@@ -55,9 +70,10 @@ class Composite:
                 raise ValueError(f"composite {self.name!r}: no rule applies to layer kind {kind!r}; "
                                  f"rules go on {EXPLAINED_KINDS}")
 
-    def rule_for(self, layer: LayerSpec, is_first: bool) -> Rule | None:
-        """The rule for ``layer`` (``is_first``: it is the input layer); None for layers without
-        one (ReLU, max-pooling, flatten, dropout)."""
+    def rule_for(self, layer: LayerSpec, is_first: bool, rectified: bool = True) -> Rule | None:
+        """The rule for ``layer`` (``is_first``: it is the input layer; ``rectified``: a ReLU
+        follows it); None for layers without one (ReLU, max-pooling, flatten, dropout, and
+        average pooling under ``plain_pooling``)."""
         if layer.kind not in EXPLAINED_KINDS:
             return None
         names = dict(self.names)
@@ -65,6 +81,10 @@ class Composite:
             return names[layer.name]
         if is_first and self.first is not None:
             return self.first
+        if layer.kind == "adaptive_avgpool" and self.plain_pooling:
+            return None
+        if not rectified and self.unrectified is not None and layer.kind in ("conv", "dense"):
+            return self.unrectified
         kinds = dict(self.kinds)
         if layer.kind in kinds:
             return kinds[layer.kind]
@@ -84,6 +104,17 @@ def dtd(stabilizer: float = 1e-6) -> Composite:
     """The paper's "standard DTD" (Montavon et al. 2017): z^B on the input layer with bounds from
     the normalisation of [0, 1], z+ on every other conv and dense layer."""
     return _composite("dtd", R.zplus(stabilizer), R.zplus(stabilizer), R.zbox(stabilizer))
+
+
+def deep_taylor(stabilizer: float = 1e-6) -> Composite:
+    """iNNvestigate's ``DeepTaylor`` (Montavon et al. 2017), the paper's LRP tool: z+ without bias
+    on every conv and dense layer followed by a ReLU (the input layer too), w^2 without bias on a
+    kernel layer with no ReLU after it, plain gradients through pooling, a ReLU on the output."""
+    zplus = R.zplus(stabilizer, ignore_bias=True)
+    return Composite(
+        "deep_taylor", None, (("conv", zplus), ("dense", zplus)),
+        unrectified=R.wsquare(stabilizer, ignore_bias=True), plain_pooling=True, output_relu=True,
+    )  # fmt: skip
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -136,6 +167,7 @@ def lrp0_all() -> Composite:
 
 COMPOSITES: dict[str, Callable[..., Composite]] = {
     "dtd": dtd,
+    "deep_taylor": deep_taylor,
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
     "epsilon_plus": epsilon_plus,
@@ -189,7 +221,7 @@ def get_composite(spec: str | Composite | Mapping[str, Any]) -> Composite:
     base = _named(base_name, cfg) if base_name is not None else Composite("custom")
     merged_kinds = dict(base.kinds) | dict(_rule_map(kinds, "kinds"))
     merged_names = dict(base.names) | dict(_rule_map(names, "names"))
-    return Composite(
+    return base.replace(
         name=str(name or (base.name if not (first or kinds or names) else f"{base.name}+custom")),
         first=make_rule(first) if first is not None else base.first,
         kinds=tuple(merged_kinds.items()),

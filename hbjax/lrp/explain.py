@@ -12,6 +12,9 @@ per normalised pixel (channels put back in RGB order for BGR models).
 Initial relevance R_top (a vector over the classes, one per image) by ``method``:
 
 - ``lrp``: the one-hot vector of the target t (``scale_by_logit``: times its logit z_t).
+
+A composite with ``output_relu`` (``deep_taylor``) puts a ReLU on the logits first: R_top is
+zeroed where the logit is <= 0, so a target with a non-positive logit gets no relevance.
 - ``sglrp`` (Iwana et al. 2019): the gradient of the target's softmax probability with respect to
   the logits, R_top = p_t (e_t - p): p_t (1 - p_t) at the target, -p_t p_j elsewhere. LRP is linear
   in R_top, so this one backward pass equals LRP(target part) - LRP(dual part) of the paper.
@@ -72,7 +75,7 @@ def initial_relevance(
     raise ValueError(f"unknown heatmap method {method!r}; expected one of {METHODS}")
 
 
-def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bool,
+def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bool, output_relu: bool,
              variables, x, targets):  # fmt: skip
     x = jax.lax.stop_gradient(x)
     xn = normalization(x)
@@ -81,6 +84,8 @@ def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bo
     if targets is None:
         targets = jnp.argmax(logits, axis=-1)
     r_top = initial_relevance(logits, targets, method, scale_by_logit)
+    if output_relu:  # the VJP of a ReLU on the logits
+        r_top = jnp.where(logits > 0, r_top, 0)
     if method == "clrp":
         (both,) = jax.vmap(vjp)(r_top)
         target, dual = both[0], both[1]
@@ -100,9 +105,10 @@ def _compiled(
     method: str,
     scale_by_logit: bool,
     output: str,
+    output_relu: bool = False,
 ) -> ExplainFn:
     def explain(variables, x, targets=None):
-        r, logits = _explain(plan, normalization, method, scale_by_logit, variables, x, targets)
+        r, logits = _explain(plan, normalization, method, scale_by_logit, output_relu, variables, x, targets)
         if output == "heatmap":
             h = jnp.sum(r, axis=-1)
             return (jnp.maximum(h, 0) if method == "clrp" else h), logits
@@ -139,8 +145,9 @@ def relevance_fn(
     _check_method(method, scale_by_logit)
     if output not in ("relevance", "heatmap"):
         raise ValueError(f"output must be 'relevance' or 'heatmap', got {output!r}")
-    plan = build_plan(tuple(model.layers), get_composite(composite))
-    return _compiled(plan, model.normalization, method, bool(scale_by_logit), output)
+    comp = get_composite(composite)
+    plan = build_plan(tuple(model.layers), comp)
+    return _compiled(plan, model.normalization, method, bool(scale_by_logit), output, comp.output_relu)
 
 
 def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | None:
@@ -281,7 +288,10 @@ def layer_relevances(
         probes = [jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(outputs, xn)]
         logits, vjp = jax.vjp(lambda a, p: forward(plan, variables, a, bounds, probes=p), xn, probes)
         t = jnp.argmax(logits, axis=-1) if t is None else t
-        r_in, r_steps = vjp(initial_relevance(logits, t, "lrp", scale_by_logit))
+        r_top = initial_relevance(logits, t, "lrp", scale_by_logit)
+        if comp.output_relu:
+            r_top = jnp.where(logits > 0, r_top, 0)
+        r_in, r_steps = vjp(r_top)
         return r_in, r_steps
 
     r_in, r_steps = run(model.params, x, t)

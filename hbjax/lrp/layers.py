@@ -3,8 +3,10 @@
 :func:`lrp_linear` computes a linear layer's ordinary output in the forward pass; its backward maps
 the upper relevance R to the lower relevance with a :class:`hbjax.lrp.rules.Rule`, on one shared
 mechanism (see :mod:`hbjax.lrp.rules`). :func:`relu_pass` is a ReLU whose backward passes relevance
-through unchanged (zennit's ``Pass``). Max-pooling, flatten and reshapes keep their ordinary
-gradients (max-pooling routes relevance to the winning input).
+through unchanged (zennit's ``Pass``). :func:`max_pool_winner` routes relevance to the winning input
+of each window, the first in row-major order on a tie, as torch's and TensorFlow's max-pool
+gradients do (``jnp.max``'s gradient would split it among tied inputs). Flatten and reshapes keep
+their ordinary gradients.
 
 Work is shared where the algebra allows: a term (x, W, b) reuses the forward output; a term whose
 input is x- of a non-negative input (after a ReLU) is exactly zero and skipped; terms with constant
@@ -218,3 +220,50 @@ def relu_pass(x: jnp.ndarray) -> jnp.ndarray:
 
 
 relu_pass.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, r: (r,))
+
+
+@jax.custom_vjp
+def max_pool_winner(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max-pool, stride 2 (floor mode), NHWC, whose VJP sends each window's cotangent to one
+    winner: the first maximal input in row-major order (torch's ``max_pool2d`` choice). Ties matter
+    where relevance reaches zero activations (a plain-gradient average pool above a pass-through
+    ReLU, as in ``deep_taylor``): all four inputs are then 0."""
+    return _window_max(x)[0]
+
+
+def _windows(x: jnp.ndarray) -> jnp.ndarray:
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    return x[:, : 2 * h2, : 2 * w2, :].reshape(b, h2, 2, w2, 2, c)
+
+
+def _window_max(x):
+    win = _windows(x)
+    return win.max(axis=(2, 4)), win
+
+
+def _max_pool_fwd(x):
+    out, win = _window_max(x)
+    return out, (x, win, out)
+
+
+def _max_pool_bwd(res, g):
+    x, win, out = res
+    hit = win == out[:, :, None, :, None, :]
+    # first hit in row-major order over (dy, dx): (0,0), (0,1), (1,0), (1,1)
+    h00, h01, h10, h11 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1], hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
+    f00 = h00
+    f01 = h01 & ~h00
+    f10 = h10 & ~(h00 | h01)
+    f11 = h11 & ~(h00 | h01 | h10)
+    zero = jnp.zeros((), g.dtype)
+    rows = [jnp.stack([jnp.where(a, g, zero), jnp.where(b, g, zero)], axis=3) for a, b in ((f00, f01), (f10, f11))]
+    win_g = jnp.stack(rows, axis=2)  # (b, h2, 2, w2, 2, c)
+    b, h2, _, w2, _, c = win_g.shape
+    dx = win_g.reshape(b, 2 * h2, 2 * w2, c)
+    if dx.shape != x.shape:  # odd sizes: the floor-mode remainder gets nothing
+        dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - 2 * h2), (0, x.shape[2] - 2 * w2), (0, 0)))
+    return (dx,)
+
+
+max_pool_winner.defvjp(_max_pool_fwd, _max_pool_bwd)

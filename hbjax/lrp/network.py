@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from hbjax.lrp.composites import Composite
-from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, relu_pass
-from hbjax.models.layers import LayerSpec, max_pool_2x2
+from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, max_pool_winner, relu_pass
+from hbjax.models.layers import LayerSpec, adaptive_avg_pool
 
 BN_EPS = 1e-5  # hbjax's (and torch's) batch-norm epsilon
 
@@ -37,7 +37,8 @@ def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step,
     steps: list[Step] = []
     nonneg = False  # whether the current activation is known to be >= 0 (after a ReLU)
     seen_linear = False
-    for layer in layers:
+    layers = tuple(layers)
+    for index, layer in enumerate(layers):
         kind = layer.kind
         if kind == "batchnorm":
             if not steps or steps[-1].layer.kind != "conv" or steps[-1].batchnorm is not None:
@@ -49,7 +50,9 @@ def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step,
         if kind in ("conv", "dense"):
             is_first = not seen_linear
             seen_linear = True
-            rule = composite.rule_for(layer, is_first)
+            rule = composite.rule_for(layer, is_first, _rectified(layers, index))
+            if rule is None:
+                raise ValueError(f"composite {composite.name!r} has no rule for layer {layer.name!r}")
             if rule.uses_bounds and rule.bounds is None and not is_first:
                 raise ValueError(
                     f"rule {rule.name!r} on layer {layer.name!r} needs explicit bounds (low, high); "
@@ -59,8 +62,11 @@ def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step,
             nonneg = False
         elif kind == "adaptive_avgpool":
             rule = composite.rule_for(layer, False)
-            op = LinearOp("avgpool", tuple(layer.output_size))
-            steps.append(Step(layer, LayerRule(op, rule, nonneg)))
+            if rule is None:  # plain gradient (the composite's plain_pooling)
+                steps.append(Step(layer))
+            else:
+                op = LinearOp("avgpool", tuple(layer.output_size))
+                steps.append(Step(layer, LayerRule(op, rule, nonneg)))
         else:  # relu, maxpool, flatten
             if kind == "relu":
                 nonneg = True
@@ -68,6 +74,15 @@ def build_plan(layers: Sequence[LayerSpec], composite: Composite) -> tuple[Step,
     if not seen_linear:
         raise ValueError("the model has no conv or dense layer to explain")
     return _relu_modes(steps)
+
+
+def _rectified(layers: Sequence[LayerSpec], index: int) -> bool:
+    """Whether a ReLU follows layer ``index`` (batch norm and dropout in between are skipped)."""
+    for layer in layers[index + 1 :]:
+        if layer.kind in ("batchnorm", "dropout"):
+            continue
+        return layer.kind == "relu"
+    return False
 
 
 def _multiplies_by_input(rule: LayerRule | None) -> bool:
@@ -87,7 +102,9 @@ def _relu_modes(steps: list[Step]) -> tuple[Step, ...]:
     for i, step in enumerate(steps):
         if step.layer.kind != "relu":
             continue
-        upper = next((s.rule for s in steps[i + 1 :] if s.rule is not None), None)
+        # the next rule above, or None at a plain-gradient average pool (it spreads relevance over
+        # its whole window, zero inputs included)
+        upper = next((s.rule for s in steps[i + 1 :] if s.rule is not None or s.layer.kind == "adaptive_avgpool"), None)
         if not _multiplies_by_input(upper):
             out[i] = dataclasses.replace(step, pass_through=True)
     return tuple(out)
@@ -159,7 +176,9 @@ def forward(
             if x.shape[1] < 2 or x.shape[2] < 2:
                 raise ValueError(f"max-pool {layer.name!r} got a {x.shape[1]}x{x.shape[2]} activation; "
                                  "the input image is too small for this model")
-            x = max_pool_2x2(x)
+            x = max_pool_winner(x)
+        elif layer.kind == "adaptive_avgpool":  # no rule: its ordinary gradient
+            x = adaptive_avg_pool(x, tuple(layer.output_size))
         elif layer.kind == "flatten":
             x = x.reshape(x.shape[0], -1)
         else:

@@ -14,7 +14,8 @@ with stab(z) = z + eps * sign0(z), sign0(0) = +1 (zennit's ``Stabilizer``). Ever
 
 ==============  =====================================================================================
 LRP-0, epsilon  one term (x, W, b); bias kept (Bach et al. 2015)
-z+ (alpha1b0)   (x+, W+, b+) + (x-, W-, 0): b+ only in the positive sum (Montavon et al. 2017)
+z+ (alpha1b0)   (x+, W+, b+) + (x-, W-, 0): b+ only in the positive sum (Montavon et al. 2017);
+                option ignore_bias: (x+, W+, 0) + (x-, W-, 0)
 alpha-beta      alpha * [(x+, W+, b+) + (x-, W-, 0)] - beta * [(x+, W-, b-) + (x-, W+, 0)]
 gamma           z > 0: (x+, W + g W+, b + g b+) + (x-, W + g W-, 0);
                 z < 0: (x+, W + g W-, b + g b-) + (x-, W + g W+, 0); masks from the unmodified z
@@ -22,7 +23,7 @@ gamma           z > 0: (x+, W + g W+, b + g b+) + (x-, W + g W-, 0);
 z^B (box)       (x, W, b) - (low, W+, b+) - (high, W-, b-): the bias cancels (Montavon et al. 2017)
 flat            (1, 1, 0): ones as input and weights, bias zeroed; the denominator counts only the
                 positions inside the zero padding (Lapuschkin et al. 2019)
-w^2             (1, W^2, b^2) (Montavon et al. 2017)
+w^2             (1, W^2, b^2) (Montavon et al. 2017); option ignore_bias: (1, W^2, 0)
 norm            (x, id, -) for average pooling: R_in = x * grad(R / stab(f(x))) (zennit's ``Norm``)
 ==============  =====================================================================================
 
@@ -138,9 +139,11 @@ def lrp0() -> Rule:
     return Rule("lrp0", (Group((Term("x"),)),), epsilon=0.0)
 
 
-def zplus(stabilizer: float = 1e-6) -> Rule:
-    """z+ (alpha1-beta0): positive contributions only, b+ in the sum; zennit's ``ZPlus``."""
-    terms = (Term("pos", POS, POS), Term("neg", NEG, ZERO))
+def zplus(stabilizer: float = 1e-6, *, ignore_bias: bool = False) -> Rule:
+    """z+ (alpha1-beta0): positive contributions only, b+ in the sum; zennit's ``ZPlus``.
+    ``ignore_bias``: no bias at all (zennit's ``ZPlus(zero_params="bias")``, iNNvestigate's
+    ``Alpha1Beta0IgnoreBiasRule``)."""
+    terms = (Term("pos", POS, ZERO if ignore_bias else POS), Term("neg", NEG, ZERO))
     return Rule("zplus", (Group(terms),), epsilon=float(stabilizer))
 
 
@@ -192,9 +195,12 @@ def flat(stabilizer: float = 1e-6) -> Rule:
     return Rule("flat", (Group((Term("ones", ONES, ZERO),)),), epsilon=float(stabilizer))
 
 
-def wsquare(stabilizer: float = 1e-6) -> Rule:
-    """w^2 (Montavon et al. 2017; zennit's ``WSquare``): ones as input, squared weights and bias."""
-    return Rule("wsquare", (Group((Term("ones", SQUARE, SQUARE),)),), epsilon=float(stabilizer))
+def wsquare(stabilizer: float = 1e-6, *, ignore_bias: bool = False) -> Rule:
+    """w^2 (Montavon et al. 2017; zennit's ``WSquare``): ones as input, squared weights and bias.
+    ``ignore_bias``: squared weights only (zennit's ``WSquare(zero_params="bias")``, iNNvestigate's
+    ``WSquareRule``)."""
+    term = Term("ones", SQUARE, ZERO if ignore_bias else SQUARE)
+    return Rule("wsquare", (Group((term,)),), epsilon=float(stabilizer))
 
 
 def norm(stabilizer: float = 1e-6) -> Rule:
