@@ -71,7 +71,7 @@ def test_robust_accuracy_matches_torchattacks(shipped, data, twin, variant, eps)
     theirs = float(np.mean(torch_robust(twin, atk(nchw(x), torch.from_numpy(y).long()), y)))
     assert abs(ours - theirs) <= TOLERANCE + 1e-9, f"{variant} at {eps * 255:.0f}/255: robust {ours:.3f} here, {theirs:.3f} in torchattacks"
     assert 0.0 < theirs < 1.0, "the comparison needs examples on both sides"
-    assert float(jnp.max(r.linf)) <= eps * (1 + 1e-6)
+    assert float(jnp.max(r.linf)) <= eps * (1 + 1e-5) + 1e-6
     # the reported success is the model's verdict on x_adv
     pred = np.asarray(jnp.argmax(shipped.apply(shipped.params, r.x_adv), -1))
     np.testing.assert_array_equal(np.asarray(r.success), pred != y)

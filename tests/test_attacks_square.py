@@ -36,7 +36,7 @@ def test_robust_accuracy_matches_torchattacks(cifar10_dir):
     ours = 1.0 - float(np.mean(r.success))
     assert abs(ours - theirs) <= TOLERANCE + 1e-9, f"robust {ours:.3f} here, {theirs:.3f} in torchattacks"
     assert 0.0 < theirs < 1.0
-    assert float(jnp.max(r.linf)) <= eps * (1 + 1e-6)
+    assert float(jnp.max(r.linf)) <= eps * (1 + 1e-5) + 1e-6
 
 
 @pytest.mark.parametrize("s", [3, 5, 6, 7, 11])
