@@ -72,6 +72,28 @@ def plot(results: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def markdown(results: dict) -> str:
+    """The curve table (robust accuracy by eps and attack) and the convergence table."""
+    curve = [r for r in results["runs"] if r["group"] == "curve"]
+    cols = sorted({(r["model"], r["attack"]) for r in curve})
+    lines = ["| norm | eps | " + " | ".join(f"{m}: {a}" for m, a in cols) + " | best attack (defended) |",
+             "|---" * (len(cols) + 3) + "|"]  # fmt: skip
+    for norm, eps in sorted({(r["norm"], r["eps"]) for r in curve}, key=lambda t: (t[0] != "linf", t[1])):
+        row = {(r["model"], r["attack"]): r["robust_accuracy"] for r in curve if r["norm"] == norm and r["eps"] == eps}
+        cells = [f"{row[c]:.3f}" if c in row else "-" for c in cols]
+        defended = {a: v for (m, a), v in row.items() if m == "defended"}
+        low = min(defended.values()) if defended else None
+        best = " = ".join(sorted(a for a, v in defended.items() if v == low)) if defended else "-"
+        label = f"{eps * 255:.0f}/255" if norm == "linf" else f"{eps:g}"
+        lines.append(f"| {norm} | {label} | " + " | ".join(cells) + f" | {best} |")
+    conv = [r for r in results["runs"] if r["group"] == "convergence"]
+    if conv:
+        lines += ["", "| attack | eps | steps | EOT draws | robust accuracy (defended) |", "|---|---|---|---|---|"]
+        for r in sorted(conv, key=lambda r: (r["steps"], r["eot"])):
+            lines.append(f"| {r['attack']} | {r['eps'] * 255:.0f}/255 | {r['steps']} | {r['eot']} | {r['robust_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="vgg19_cifar")
@@ -89,10 +111,15 @@ def main() -> None:
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--figure", default=FIGURE)
     parser.add_argument("--plot", action="store_true", help="only redraw the figure from --out")
+    parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
     args = parser.parse_args()
-    if args.plot:
+    if args.plot or args.markdown:
         with open(args.out) as f:
-            plot(json.load(f), args.figure)
+            results = json.load(f)
+        if args.plot:
+            plot(results, args.figure)
+        if args.markdown:
+            print(markdown(results))
         return
 
     import jax
