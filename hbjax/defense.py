@@ -33,12 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax import lrp, xla
-from hbjax.models.model import Model, check_images
+from hbjax import validation
+from hbjax.models.model import Model
 
 __all__ = [
     "BORDER_MODES",
     "Cleaned",
     "HeatAndBlur",
+    "blur_and_restore",
     "clean",
     "defended",
     "gaussian_blur",
@@ -80,9 +82,7 @@ def _check_mode(mode: str) -> str:
 
 
 def _check_finite_images(x: Any, name: str = "x") -> None:
-    check_images(x, name)
-    if _is_concrete(x) and not bool(jnp.isfinite(jnp.asarray(x)).all()):
-        raise ValueError(f"{name} holds nan or inf values")
+    validation.check_images(x, name=name, where="hbjax.defense")
 
 
 def gaussian_blur(
@@ -152,6 +152,18 @@ def restore(x: jnp.ndarray, x_blurred: jnp.ndarray, mask: jnp.ndarray) -> jnp.nd
     return jnp.where(mask[..., None], x, x_blurred)
 
 
+def blur_and_restore(
+    x: jnp.ndarray, mask: jnp.ndarray, sigma: float | jnp.ndarray, *, config: "HeatAndBlur | None" = None
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Steps 4 and 5 of Algorithm 1: i_b = blur(i, sigma) and i_c = where(mask, i, i_b); returns
+    (i_c, i_b). ``sigma``: a float, or (B,) one per image; the border mode, the truncation and the
+    kernel radius (from the largest sigma of the config's range) come from ``config`` (default
+    :class:`HeatAndBlur`'s)."""
+    config = HeatAndBlur() if config is None else config
+    x_b = gaussian_blur(x, sigma, truncate=config.truncate, mode=config.mode, sigma_max=config.sigma_max)
+    return restore(x, x_b, mask), x_b
+
+
 # --------------------------------------------------------------------------------------------------
 # Heat and Blur
 
@@ -182,6 +194,24 @@ class HeatAndBlur:
     def sigma_max(self) -> float:
         return float(self.sigma[1]) if isinstance(self.sigma, tuple) else float(self.sigma)
 
+    @classmethod
+    def of(cls, options: Mapping[str, Any] | None = None) -> "HeatAndBlur":
+        """The checked config of ``options``, keyword arguments of :func:`heat_and_blur` (a Hydra
+        ``defense`` group works too: its ``name`` is ignored); missing ones take the defaults above;
+        a ValueError names a bad or unknown one."""
+        options = dict(options or {})
+        options.pop("name", None)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown Heat and Blur options {unknown}; expected some of {fields}")
+        return _config(**{f: options.get(f, getattr(cls, f)) for f in fields})
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`heat_and_blur` that give this config."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**options, "binarize": dict(self.binarize)}
+
     def draw_sigma(self, key: jax.Array | None, batch: int, dtype: Any) -> jnp.ndarray:
         """(B,) sigma: the fixed value, or U[low, high] draws from key."""
         if isinstance(self.sigma, tuple):
@@ -210,24 +240,25 @@ def _check_sigma(sigma: Any) -> float | tuple[float, float]:
 
 
 def _config(
-    sigma: Any, composite: Any, method: str, binarize: Mapping[str, Any] | None, mode: str, truncate: float
+    sigma: Any, composite: Any, method: str, binarize: Mapping[str, Any] | Sequence | None, mode: str,
+    truncate: float,
 ) -> HeatAndBlur:
     _check_mode(mode)
     if method not in lrp.METHODS:
         raise ValueError(f"unknown heatmap method {method!r}; expected one of {lrp.METHODS}")
     if not (math.isfinite(truncate) and truncate > 0):
         raise ValueError(f"truncate must be positive; got {truncate}")
-    binarize = {"rule": "std", "k": 2.0} if binarize is None else dict(binarize)
+    binarize = dict(HeatAndBlur.binarize) if binarize is None else dict(binarize)
     lrp.binarize(jnp.zeros((1, 2, 2)), **binarize)  # fails early on a bad binarisation config
     comp = lrp.get_composite(composite)
     return HeatAndBlur(_check_sigma(sigma), comp, method, tuple(sorted(binarize.items())), mode, float(truncate))
 
 
 @functools.lru_cache(maxsize=32)
-def _clean_fn(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndBlur) -> Callable:
+def _compiled_defense(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndBlur) -> Callable:
     explain = lrp.relevance_fn(
         Model(layers, normalization, None, {"num_classes": num_classes}),
-        cfg.composite,
+        composite=cfg.composite,
         method=cfg.method,
         output="heatmap",
     )
@@ -238,11 +269,7 @@ def _clean_fn(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndB
         mask = lrp.binarize(h, **bin_kwargs)
         sigma = cfg.draw_sigma(key, x.shape[0], x.dtype)
         per_image = isinstance(cfg.sigma, tuple)
-        x_b = gaussian_blur(
-            x, sigma if per_image else cfg.sigma, truncate=cfg.truncate, mode=cfg.mode,
-            sigma_max=cfg.sigma_max,
-        )  # fmt: skip
-        x_c = restore(x, x_b, mask)
+        x_c, x_b = blur_and_restore(x, mask, sigma if per_image else cfg.sigma, config=cfg)
         return Cleaned(x_c, x_b, mask, h, sigma, logits)
 
     return run
@@ -251,18 +278,18 @@ def _clean_fn(layers: tuple, normalization: Any, num_classes: int, cfg: HeatAndB
 def heat_and_blur_fn(
     model: Model,
     *,
-    sigma: float | tuple[float, float] = 1.0,
-    composite: Any = "dtd",
-    method: str = "lrp",
+    sigma: float | tuple[float, float] = HeatAndBlur.sigma,
+    composite: Any = HeatAndBlur.composite,
+    method: str = HeatAndBlur.method,
     binarize: Mapping[str, Any] | None = None,
-    mode: str = "reflect",
-    truncate: float = 4.0,
+    mode: str = HeatAndBlur.mode,
+    truncate: float = HeatAndBlur.truncate,
 ) -> Callable[[Any, jnp.ndarray, "jax.Array | None"], Cleaned]:
     """The pure function ``fn(params, x, key) -> Cleaned`` behind :func:`clean` (Algorithm 1), for
     use inside your own ``jit``/``vmap``. It does not check its arguments; ``key`` may be None when
     sigma is fixed. Arguments as :func:`heat_and_blur`."""
     cfg = _config(sigma, composite, method, binarize, mode, truncate)
-    return _clean_fn(tuple(model.layers), model.normalization, model.num_classes, cfg)
+    return _compiled_defense(tuple(model.layers), model.normalization, model.num_classes, cfg)
 
 
 @functools.lru_cache(maxsize=32)
@@ -282,12 +309,12 @@ def clean(
     x: jnp.ndarray,
     key: jax.Array | None = None,
     *,
-    sigma: float | tuple[float, float] = 1.0,
-    composite: Any = "dtd",
-    method: str = "lrp",
+    sigma: float | tuple[float, float] = HeatAndBlur.sigma,
+    composite: Any = HeatAndBlur.composite,
+    method: str = HeatAndBlur.method,
     binarize: Mapping[str, Any] | None = None,
-    mode: str = "reflect",
-    truncate: float = 4.0,
+    mode: str = HeatAndBlur.mode,
+    truncate: float = HeatAndBlur.truncate,
 ) -> Cleaned:
     """Algorithm 1 with every intermediate result: the cleaned and blurred images, the mask, the
     heatmap, each image's sigma and the input's logits (a :class:`Cleaned`). Arguments as
@@ -305,12 +332,12 @@ def heat_and_blur(
     x: jnp.ndarray,
     key: jax.Array | None = None,
     *,
-    sigma: float | tuple[float, float] = 1.0,
-    composite: Any = "dtd",
-    method: str = "lrp",
+    sigma: float | tuple[float, float] = HeatAndBlur.sigma,
+    composite: Any = HeatAndBlur.composite,
+    method: str = HeatAndBlur.method,
     binarize: Mapping[str, Any] | None = None,
-    mode: str = "reflect",
-    truncate: float = 4.0,
+    mode: str = HeatAndBlur.mode,
+    truncate: float = HeatAndBlur.truncate,
     return_mask: bool = False,
     return_heatmap: bool = False,
 ) -> jnp.ndarray | tuple[jnp.ndarray, ...]:
@@ -346,12 +373,12 @@ def heat_and_blur(
 def defended(
     model: Model,
     *,
-    sigma: float | tuple[float, float] = 1.0,
-    composite: Any = "dtd",
-    method: str = "lrp",
+    sigma: float | tuple[float, float] = HeatAndBlur.sigma,
+    composite: Any = HeatAndBlur.composite,
+    method: str = HeatAndBlur.method,
     binarize: Mapping[str, Any] | None = None,
-    mode: str = "reflect",
-    truncate: float = 4.0,
+    mode: str = HeatAndBlur.mode,
+    truncate: float = HeatAndBlur.truncate,
 ) -> Callable[[Any, jnp.ndarray, "jax.Array | None"], jnp.ndarray]:
     """The defended classifier: ``logits_fn(params, x, key) = f(heat_and_blur(x))``, pure and
     jit-able, so attacks can target the defense. Two forward passes and one backward pass.

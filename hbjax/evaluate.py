@@ -23,15 +23,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from hbjax.experiment import store
+from hbjax.errors import ConfigError, HbjaxError, RunDirError
+from hbjax.experiment import schema, store
 from hbjax.experiment.compose import (
-    ConfigError,
     build_components,
     check_model_fits_data,
     load_model,
     open_data,
 )
-from hbjax.experiment.protocol import evaluate_batch
+from hbjax.experiment.protocol import column_names, evaluate_batch
 from hbjax.experiment.sharding import batch_sharding, shard_batch
 from hbjax.experiment.summary import summarize
 
@@ -48,23 +48,41 @@ def _experiment_identity(cfg: DictConfig) -> dict:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: how many batches this run finished (their parts are kept)."""
+
+    def __init__(self, finished: int, run_dir: str):
+        super().__init__(finished, run_dir)
+        self.finished, self.run_dir = finished, run_dir
+
+
 def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
-    """Runs (or resumes) the experiment of ``cfg`` in ``run_dir``; returns the summary."""
+    """Runs (or resumes) the experiment of ``cfg`` in ``run_dir``; returns the summary.
+
+    Checked before any model or data is loaded: every config value (:mod:`hbjax.experiment.schema`)
+    and the run directory (:func:`hbjax.experiment.store.check_run_dir`). Ctrl-C raises
+    :class:`Interrupted`; the finished batches' parts stay for the resumed run.
+    """
     t_start = time.time()
+    schema.validate(cfg)
+    store.check_run_dir(run_dir)
     identity = _experiment_identity(cfg)
     id_path = os.path.join(run_dir, "experiment.json")
     if os.path.exists(id_path):
-        with open(id_path) as f:
-            previous = json.load(f)
+        try:
+            with open(id_path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{id_path}: unreadable ({e}); delete it to reuse {run_dir}, or use a new hydra.run.dir") from None
         if previous != json.loads(json.dumps(identity)):
             raise ConfigError(
                 f"{run_dir} holds a run of a different experiment; use a new output directory "
                 "(hydra.run.dir=...) or the same settings to resume"
             )
     # everything that can fail on bad input fails here, before any work
-    model = load_model(cfg.model)
     num_examples = cfg.num_examples
     data = open_data(cfg.data, num_examples=num_examples, batch_size=cfg.batch_size, seed=cfg.seed)
+    model = load_model(cfg.model)
     check_model_fits_data(model, data)
     components = build_components(OmegaConf.to_container(cfg, resolve=True), model)
     store.atomic_write_json(id_path, identity)
@@ -75,12 +93,40 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
     running: dict[str, list] = {}
     stop_after = cfg.get("stop_after_batches")
+    try:
+        count = _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(len(store.finished_batches(run_dir)) - len(done), run_dir) from None
+    if count is not None:
+        return {"stopped": True, "finished_batches": len(done) + count}
+    bar.close()
+
+    columns = ["id", "batch"] + column_names(components.ks)
+    rows = store.merge_parts(run_dir, [b for b in range(data.num_batches) if _nonempty(run_dir, b)], columns)
+    if not rows:
+        raise ConfigError("no image could be read from the data source")
+    store.atomic_write_text(os.path.join(run_dir, "examples.csv"), store.rows_to_csv(rows))
+    summary = summarize(rows, components.ks)
+    summary["config"] = identity
+    summary["class_names"] = data.class_names
+    summary["wall_seconds_this_run"] = time.time() - t_start
+    summary["devices"] = [str(d) for d in jax.local_devices()]
+    store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
+    if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
+        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows)
+    return summary
+
+
+def _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after) -> int | None:
+    """Evaluates every unfinished batch, one part file each; the count of new batches when
+    ``stop_after_batches`` stopped the run, else None."""
     for count, (b, x, labels, ids) in enumerate(data.iterate(done)):
         if stop_after is not None and count >= stop_after:
             bar.close()
             print(f"hbjax-evaluate: stopped after {count} batches (stop_after_batches); "
                   f"run again with hydra.run.dir={run_dir} to resume", file=sys.stderr)
-            return {"stopped": True, "finished_batches": len(done) + count}
+            return count
         if len(x) == 0:
             store.atomic_write_text(store.part_path(run_dir, b), "")
             bar.update(1)
@@ -94,21 +140,7 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
             running.setdefault(k, []).extend(cols[k].tolist())
         bar.update(1)
         bar.set_postfix(_running_summary(running))
-    bar.close()
-
-    rows = store.merge_parts(run_dir, [b for b in range(data.num_batches) if _nonempty(run_dir, b)])
-    if not rows:
-        raise ConfigError("no image could be read from the data source")
-    store.atomic_write_text(os.path.join(run_dir, "examples.csv"), store.rows_to_csv(rows))
-    summary = summarize(rows, components.ks)
-    summary["config"] = identity
-    summary["class_names"] = data.class_names
-    summary["wall_seconds_this_run"] = time.time() - t_start
-    summary["devices"] = [str(d) for d in jax.local_devices()]
-    store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
-    if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
-        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows)
-    return summary
+    return None
 
 
 def _nonempty(run_dir: str, b: int) -> bool:
@@ -127,10 +159,10 @@ def _running_summary(running: dict[str, list]) -> dict[str, str]:
     return out
 
 
-def panel_positions(rows: Mapping[str, list], count: int) -> list[int]:
-    """Positions in batch 0 of the examples to show: the first ``count`` that the model classifies
+def panel_positions(rows: Mapping[str, list], count: int, batch: int = 0) -> list[int]:
+    """Positions in ``batch`` of the examples to show: the first ``count`` that the model classifies
     correctly and the attack fooled, then, if there are too few, the first of the others."""
-    in_first = [i for i, b in enumerate(rows["batch"]) if int(b) == 0]
+    in_first = [i for i, b in enumerate(rows["batch"]) if int(b) == batch]
     flag = lambda v: str(v).strip().lower() in ("true", "1")  # noqa: E731
     wanted = [j for j, i in enumerate(in_first)
               if flag(rows["benign_correct"][i]) and flag(rows["attack_success"][i])]  # fmt: skip
@@ -141,47 +173,85 @@ def panel_positions(rows: Mapping[str, list], count: int) -> list[int]:
 def save_panels(
     cfg: DictConfig, model, data, components, run_dir: str, count: int, rows: Mapping[str, list]
 ) -> None:
-    """Benign, adversarial, blurred, mask and cleaned images of ``count`` examples of batch 0 (the
-    first successful adversarial examples, see :func:`panel_positions`), recomputed with batch 0's
-    key, for the Figure 3 panels of ``hbjax-report``."""
+    """Benign, adversarial, blurred, mask and cleaned images of ``count`` examples of the first batch
+    with readable images (the first successful adversarial examples, see :func:`panel_positions`),
+    recomputed with that batch's key, for the Figure 3 panels of ``hbjax-report``."""
     from hbjax.experiment.panels import panel_arrays
 
-    x, labels, _ = data.first_batch()
-    positions = np.asarray(panel_positions(rows, count), int)
+    first = min(int(b) for b in rows["batch"])
+    for _, x, labels, _ in data.iterate(set(range(data.num_batches)) - {first}):
+        break
+    else:
+        return
+    positions = np.asarray(panel_positions(rows, count, first), int)
+    if not len(positions) or len(x) == 0:
+        return
     x, labels = x[positions], labels[positions]
-    arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), first))
     arrays["class_names"] = np.asarray(data.class_names)
     path = os.path.join(run_dir, "panels.npz")
     tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # jax logs at INFO that it found no TPU; Hydra's logging configuration would print it on every run
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 @hydra.main(config_path=config_dir(), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
+def hydra_main(cfg: DictConfig) -> Any:
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     try:
         summary = run_experiment(cfg, run_dir)
-    except ConfigError as e:
-        print(f"hbjax-evaluate: error: {e}", file=sys.stderr)
+    except HbjaxError as e:
+        print(f"hbjax-evaluate: error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    except (ValueError, FileNotFoundError) as e:
-        from hbjax.data import DataError
-        from hbjax.models import CheckpointError, PortingError
-
-        if isinstance(e, (DataError, CheckpointError, PortingError, FileNotFoundError)):
-            print(f"hbjax-evaluate: error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except OSError as e:  # a full disk, a file that vanished: named, without a traceback
+        print(f"hbjax-evaluate: error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as e:
+        print(f"hbjax-evaluate: interrupted after {e.finished} batches; run the same command with "
+              f"hydra.run.dir={e.run_dir} to resume", file=sys.stderr)  # fmt: skip
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("hbjax-evaluate: interrupted before the first batch; nothing was computed", file=sys.stderr)
+        sys.exit(130)
     if summary.get("stopped"):
         return None
     brief = {v: {k: summary[v][k] for k in ("n", "top1", "top5", "target_rate", "ndcg@1")} for v in ("adv", "cleaned", "control")}
     print(json.dumps({"run_dir": run_dir, "benign_accuracy": summary["benign_accuracy"], "attack_success_rate": summary["attack_success_rate"], **brief}))
     return summary["cleaned"]["top1"]
+
+
+def _output_dirs(argv: list[str]) -> list[str]:
+    """The run or sweep directories named on the command line (without interpolations)."""
+    out = []
+    for arg in argv:
+        for key in ("hydra.run.dir=", "hydra.sweep.dir="):
+            if arg.startswith(key) and "${" not in arg:
+                out.append(arg[len(key) :].strip("'\""))
+    return out
+
+
+def main() -> Any:
+    """The ``hbjax-evaluate`` command: checks the output directories named on the command line (Hydra
+    creates them before the application starts), then runs the Hydra application."""
+    try:
+        for directory in _output_dirs(sys.argv[1:]):
+            store.check_run_dir(directory)
+    except HbjaxError as e:
+        print(f"hbjax-evaluate: error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    return hydra_main()
 
 
 if __name__ == "__main__":

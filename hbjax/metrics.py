@@ -24,14 +24,17 @@ for random or uncalibrated networks.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hbjax import validation
 from jax import lax
 
 __all__ = [
+    "Distances",
     "distances",
     "l2_distance",
     "linf_distance",
@@ -72,6 +75,7 @@ def _check_logits(benign_logits: Any, other_logits: Any) -> tuple[jnp.ndarray, j
     if b.shape[1] < 1:
         raise ValueError("logits need at least one class")
     for name, x in (("benign_logits", b), ("other_logits", a)):
+        validation.check_logits(x, name=name, where="hbjax.metrics.ndcg")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"{name} must be floating point; got dtype {x.dtype}")
         # a nan or inf anywhere makes its row's sum non-finite (one cheap pass)
@@ -372,8 +376,7 @@ def ndcg(
       benign_logits: (B, N) logits of the benign images.
       other_logits: (B, N) logits of the other images (adversarial or cleaned), row by row.
       ks: the cut-offs k; ``None`` (or any k >= N) is the full NDCG of eq. 7. The cost grows with the
-        largest k: k <= 5 needs no sort; k = N sorts every row (about 3 s a 10,000 x 1,000 block on
-        two CPU cores).
+        largest k: k <= 5 needs no sort; k = N sorts every row (timings: docs/defense.md).
       coverage: (C_b, C_a), or one C for both, each in (0, 1].
       relevance: "logit" (eq. 3 as written) or "prob" (p instead of l; see the module docstring).
 
@@ -400,6 +403,8 @@ def ndcg(
 
 def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, *, k: int = 1) -> jnp.ndarray:
     """(B,) bool: whether labels[i] is among the k largest logits of row i (ties: lower index first)."""
+    if getattr(logits, "ndim", 0) == 2:
+        validation.check_classes(labels, batch=logits.shape[0], num_classes=logits.shape[1], where="hbjax.metrics.topk_correct")
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"need logits (B, N) and labels (B,); got {logits.shape} and {labels.shape}")
@@ -432,6 +437,14 @@ def linf_distance(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     return jnp.max(jnp.abs(_flat_diff(x, y)), axis=-1)
 
 
-def distances(x: jnp.ndarray, y: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """{"l2": (B,), "linf": (B,)} distances of each y[i] from x[i]."""
-    return {"l2": l2_distance(x, y), "linf": linf_distance(x, y)}
+class Distances(NamedTuple):
+    """The L2 and Linf distances (B,) of a batch from another (unpack as ``l2, linf = ...``)."""
+
+    l2: jnp.ndarray
+    linf: jnp.ndarray
+
+
+def distances(x: jnp.ndarray, y: jnp.ndarray) -> Distances:
+    """(l2, linf): the (B,) L2 and Linf distances of each y[i] from x[i] (the one distance function
+    of the library: the attacks' results and the evaluation's columns use it)."""
+    return Distances(l2_distance(x, y), linf_distance(x, y))

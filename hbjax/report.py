@@ -18,25 +18,67 @@ import io
 import json
 import os
 import sys
+import zipfile
 from typing import Any
 
 import numpy as np
 
-from hbjax.experiment.store import atomic_write_text, rows_to_csv
+from hbjax.errors import HbjaxError
+from hbjax.experiment.store import atomic_write_text, finished_batches, rows_to_csv
 
 VIEWS = ("adv", "cleaned", "control")
 
 
+class ReportError(HbjaxError):
+    """A run or sweep directory that cannot be reported: missing, unreadable or unfinished."""
+
+
+def resume_command(run_dir: str) -> str:
+    """The command that resumes an unfinished run: its overrides (from Hydra's
+    ``.hydra/overrides.yaml``) and its directory."""
+    overrides: list[str] = []
+    path = os.path.join(run_dir, ".hydra", "overrides.yaml")
+    try:
+        import yaml
+
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+        overrides = [str(o) for o in loaded or [] if not str(o).startswith("hydra.run.dir=")]
+    except (OSError, ValueError, ImportError, yaml.YAMLError):
+        overrides = ["<the same overrides>"]
+    return " ".join(["hbjax-evaluate", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def unfinished_runs(root: str) -> list[str]:
+    """Run directories under root that an hbjax-evaluate run started (``experiment.json``) but did
+    not finish (no ``results.json``), sorted."""
+    return sorted(
+        d for d, _, files in os.walk(root) if "experiment.json" in files and "results.json" not in files
+    )
+
+
+def _unfinished_note(run_dir: str) -> str:
+    return (f"{run_dir} is an unfinished run ({len(finished_batches(run_dir))} batches done); "
+            f"resume it with: {resume_command(run_dir)}")  # fmt: skip
+
+
 def find_runs(root: str) -> list[str]:
-    """Run directories (holding results.json) under root, sorted."""
+    """Run directories (holding results.json) under root, sorted. Unfinished runs are named on
+    stderr (with the command that resumes each); with no finished run, a ReportError says why."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such directory")
+        raise ReportError(f"{root}: no such directory")
     runs = []
     for dirpath, _, filenames in os.walk(root):
         if "results.json" in filenames:
             runs.append(dirpath)
+    unfinished = unfinished_runs(root)
     if not runs:
-        raise FileNotFoundError(f"{root}: no results.json found (not an hbjax-evaluate run or sweep)")
+        if unfinished:
+            raise ReportError(_unfinished_note(unfinished[0]) + (
+                f" (and {len(unfinished) - 1} more unfinished runs under {root})" if len(unfinished) > 1 else ""))
+        raise ReportError(f"{root}: no results.json found (not an hbjax-evaluate run or sweep)")
+    for run_dir in unfinished:
+        print(f"hbjax-report: warning: left out of the report: {_unfinished_note(run_dir)}", file=sys.stderr)
     return sorted(runs)
 
 
@@ -70,9 +112,17 @@ def _coverage_label(cov: Any) -> str:
 def load_runs(root: str) -> list[dict]:
     runs = []
     for run_dir in find_runs(root):
-        with open(os.path.join(run_dir, "results.json")) as f:
-            summary = json.load(f)
-        cfg = summary["config"]
+        path = os.path.join(run_dir, "results.json")
+        try:
+            with open(path) as f:
+                summary = json.load(f)
+            cfg = summary["config"]
+            _attack_label(cfg), cfg["defense"]["sigma"], cfg["metrics"]["coverage"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ReportError(
+                f"{path}: cannot read it ({type(e).__name__}: {' '.join(str(e).split())}); "
+                f"rewrite it from the run's parts with: {resume_command(run_dir)}"
+            ) from None
         runs.append(
             {
                 "dir": run_dir,
@@ -128,8 +178,12 @@ def markdown_table(cols: dict[str, list]) -> str:
 
 def _save(fig, path: str) -> None:
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def figure4(runs: list[dict], path: str) -> str | None:
@@ -253,34 +307,55 @@ def figure3(panels_path: str, path: str, *, max_examples: int = 4) -> str | None
     return path
 
 
-def report(root: str) -> dict[str, str]:
-    """Writes the table and figures for the run or sweep under root; returns their paths."""
+def _check_out_dir(out_dir: str, root: str) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ReportError(f"{out_dir} is a file, not a directory; pass --out DIR")
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        hint = "; pass --out DIR to write the report elsewhere" if out_dir == root else ""
+        raise ReportError(f"{out_dir} is not writable{hint}")
+
+
+def report(root: str, out_dir: str | None = None) -> dict[str, str]:
+    """Writes the table and figures for the run or sweep under root into ``out_dir`` (default:
+    root); returns their paths. Every run is read before anything is written."""
     runs = load_runs(root)
+    out_dir = root if out_dir is None else out_dir
+    _check_out_dir(out_dir, root)
     cols = table_rows(runs)
-    out = {"table_md": os.path.join(root, "table.md"), "table_csv": os.path.join(root, "table.csv")}
+    out = {"table_md": os.path.join(out_dir, "table.md"), "table_csv": os.path.join(out_dir, "table.csv")}
     atomic_write_text(out["table_md"], markdown_table(cols))
     atomic_write_text(out["table_csv"], rows_to_csv(cols))
-    fig4 = figure4(runs, os.path.join(root, "fig4_sigma.png"))
+    fig4 = figure4(runs, os.path.join(out_dir, "fig4_sigma.png"))
     if fig4 is not None:
         out["fig4"] = fig4
-    out["fig5"] = figure5(runs, os.path.join(root, "fig5_ndcg.png"))
+    out["fig5"] = figure5(runs, os.path.join(out_dir, "fig5_ndcg.png"))
     for r in runs:
         panels = os.path.join(r["dir"], "panels.npz")
         if os.path.exists(panels):
             tag = r["name"].replace(os.sep, "_").replace(".", "_") or "run"
-            out[f"fig3_{tag}"] = figure3(panels, os.path.join(root, f"fig3_{tag}.png"))
+            try:
+                out[f"fig3_{tag}"] = figure3(panels, os.path.join(out_dir, f"fig3_{tag}.png"))
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated, foreign
+                print(f"hbjax-report: warning: {panels}: cannot read it ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())}); its Figure 3 is left out (delete the file and run "
+                      f"{resume_command(r['dir'])} to redraw it)", file=sys.stderr)  # fmt: skip
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hbjax-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="an hbjax-evaluate run directory or a multirun sweep directory")
+    parser.add_argument("--out", help="write the tables and figures here (default: RUN_DIR)")
     args = parser.parse_args(argv)
     try:
-        paths = report(args.run_dir)
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        print(f"hbjax-report: error: {e}", file=sys.stderr)
+        paths = report(args.run_dir, args.out)
+    except (HbjaxError, OSError) as e:
+        print(f"hbjax-report: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("hbjax-report: interrupted; files already written are complete", file=sys.stderr)
+        return 130
     with open(paths["table_md"]) as f:
         print(f.read())
     for k, v in paths.items():

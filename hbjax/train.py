@@ -131,13 +131,8 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Model, dict]:
-    """Trains (or resumes) the CIFAR VGG; returns the BN-folded model and a summary dict.
-
-    State is saved after every epoch to ``out_dir/train_state.msgpack`` (msgpack, no pickle); a
-    later call with the same ``out_dir`` continues from the last finished epoch and gives the same
-    result as an uninterrupted run.
-    """
+def _load_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test) as uint8 images and int labels."""
     pre = Preprocess("cifar")
     t0 = time.time()
     train_set = ImageFolder(cfg.data_root, cfg.train_split, pre, limit_per_class=cfg.limit_per_class)
@@ -147,25 +142,23 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Mode
     x_train, y_train = train_set.load_uint8()
     x_test, y_test = test_set.load_uint8()
     log(f"loaded {len(x_train)} train and {len(x_test)} test images in {time.time() - t0:.1f}s")
+    return x_train, y_train, x_test, y_test
 
-    key = jax.random.key(cfg.seed)
-    init_key, data_key = jax.random.split(key)
-    model = vgg_cifar(key=init_key, width=cfg.width, batchnorm=True)
-    steps_per_epoch = len(x_train) // cfg.batch_size
-    total_steps = steps_per_epoch * cfg.epochs
-    tx = make_optimizer(cfg, total_steps)
+
+def _initial_state(
+    cfg: TrainConfig, model: Model, tx: optax.GradientTransformation, state_path: str,
+    log: Callable[[str], None],
+) -> tuple[dict, int, list[dict]]:  # fmt: skip
+    """The training state to start from, the first epoch to run and the history so far: a saved
+    run in ``state_path`` (resume), else ``cfg.init_from``'s weights (a warm restart: weights and
+    BN statistics only, a fresh optimizer and schedule), else the initialisation."""
     state = {
         "params": model.params["params"],
         "batch_stats": model.params["batch_stats"],
         "opt_state": tx.init(model.params["params"]),
         "step": jnp.zeros((), jnp.int32),
     }
-    history: list[dict] = []
-    state_path = os.path.join(cfg.out_dir, "train_state.msgpack")
-    start_epoch = 0
     if cfg.init_from and not os.path.exists(state_path):
-        # a further cycle from trained weights (warm restart): weights and BN statistics only,
-        # a fresh optimizer and schedule
         with open(cfg.init_from, "rb") as f:
             saved = flax.serialization.msgpack_restore(f.read())["state"]
         state["params"] = flax.serialization.from_state_dict(state["params"], saved["params"])
@@ -173,51 +166,49 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Mode
             state["batch_stats"], saved["batch_stats"]
         )
         log(f"initialised from {cfg.init_from}")
-    if os.path.exists(state_path):
-        with open(state_path, "rb") as f:
-            saved = flax.serialization.msgpack_restore(f.read())
-        state = flax.serialization.from_state_dict(state, saved["state"])
-        start_epoch = int(saved["epoch"])
-        history = json.loads(saved["history"])
-        log(f"resuming from {state_path} after epoch {start_epoch}")
-    step = make_train_step(model, tx, cfg)
-    elapsed = sum(h["seconds"] for h in history)
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.time()
-        epoch_key = jax.random.fold_in(data_key, epoch)
-        perm = np.asarray(jax.random.permutation(jax.random.fold_in(epoch_key, 0), len(x_train)))
-        correct, seen = 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for i in bar:
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            k = jax.random.fold_in(epoch_key, i + 1)
-            state, loss, c = step(state, x_train[idx], y_train[idx], k)
-            correct += int(c)
-            if i % 20 == 0 or i == steps_per_epoch - 1:
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{correct / (seen + len(idx)):.3f}")
-            seen += len(idx)
-        record = {
-            "epoch": epoch + 1,
-            "train_accuracy": correct / seen,
-            "seconds": time.time() - t_epoch,
-        }
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            current = fold_batchnorm(
-                model.replace(params={"params": state["params"], "batch_stats": state["batch_stats"]})
-            )
-            record["test_accuracy"] = accuracy(current, x_test, y_test)
-        history.append(record)
-        elapsed += record["seconds"]
-        log(json.dumps(record))
-        payload = {
-            "state": flax.serialization.to_state_dict(jax.device_get(state)),
-            "epoch": epoch + 1,
-            "history": json.dumps(history),
-        }
-        _atomic_write(state_path, flax.serialization.msgpack_serialize(payload))
-        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
-            log(f"stopping after epoch {epoch + 1} (stop_after); run again to resume")
-            break
+    if not os.path.exists(state_path):
+        return state, 0, []
+    with open(state_path, "rb") as f:
+        saved = flax.serialization.msgpack_restore(f.read())
+    state = flax.serialization.from_state_dict(state, saved["state"])
+    log(f"resuming from {state_path} after epoch {int(saved['epoch'])}")
+    return state, int(saved["epoch"]), json.loads(saved["history"])
+
+
+def _run_epoch(
+    step: Callable, state: dict, x_train: np.ndarray, y_train: np.ndarray, epoch_key: jax.Array,
+    cfg: TrainConfig, desc: str,
+) -> tuple[dict, float]:  # fmt: skip
+    """One epoch over a permutation drawn from ``epoch_key``; the new state and the train accuracy."""
+    steps_per_epoch = len(x_train) // cfg.batch_size
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(epoch_key, 0), len(x_train)))
+    correct, seen = 0, 0
+    bar = tqdm(range(steps_per_epoch), desc=desc, leave=False)
+    for i in bar:
+        idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        k = jax.random.fold_in(epoch_key, i + 1)
+        state, loss, c = step(state, x_train[idx], y_train[idx], k)
+        correct += int(c)
+        if i % 20 == 0 or i == steps_per_epoch - 1:
+            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{correct / (seen + len(idx)):.3f}")
+        seen += len(idx)
+    return state, correct / seen
+
+
+def _save_state(state_path: str, state: dict, epoch: int, history: list[dict]) -> None:
+    payload = {
+        "state": flax.serialization.to_state_dict(jax.device_get(state)),
+        "epoch": epoch,
+        "history": json.dumps(history),
+    }
+    _atomic_write(state_path, flax.serialization.msgpack_serialize(payload))
+
+
+def _finish(
+    cfg: TrainConfig, model: Model, state: dict, history: list[dict], elapsed: float,
+    x_test: np.ndarray, y_test: np.ndarray,
+) -> tuple[Model, dict]:  # fmt: skip
+    """The BN-folded model with its metadata and the run's summary."""
     trained = model.replace(
         params={"params": state["params"], "batch_stats": state["batch_stats"]}
     )
@@ -243,3 +234,41 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Mode
         )
     )
     return folded, summary
+
+
+def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> tuple[Model, dict]:
+    """Trains (or resumes) the CIFAR VGG; returns the BN-folded model and a summary dict.
+
+    State is saved after every epoch to ``out_dir/train_state.msgpack`` (msgpack, no pickle); a
+    later call with the same ``out_dir`` continues from the last finished epoch and gives the same
+    result as an uninterrupted run.
+    """
+    x_train, y_train, x_test, y_test = _load_data(cfg, log)
+    key = jax.random.key(cfg.seed)
+    init_key, data_key = jax.random.split(key)
+    model = vgg_cifar(key=init_key, width=cfg.width, batchnorm=True)
+    tx = make_optimizer(cfg, (len(x_train) // cfg.batch_size) * cfg.epochs)
+    state_path = os.path.join(cfg.out_dir, "train_state.msgpack")
+    state, start_epoch, history = _initial_state(cfg, model, tx, state_path, log)
+    step = make_train_step(model, tx, cfg)
+    elapsed = sum(h["seconds"] for h in history)
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.time()
+        state, train_accuracy = _run_epoch(
+            step, state, x_train, y_train, jax.random.fold_in(data_key, epoch), cfg,
+            f"epoch {epoch + 1}/{cfg.epochs}",
+        )  # fmt: skip
+        record = {"epoch": epoch + 1, "train_accuracy": train_accuracy, "seconds": time.time() - t_epoch}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            current = fold_batchnorm(
+                model.replace(params={"params": state["params"], "batch_stats": state["batch_stats"]})
+            )
+            record["test_accuracy"] = accuracy(current, x_test, y_test)
+        history.append(record)
+        elapsed += record["seconds"]
+        log(json.dumps(record))
+        _save_state(state_path, state, epoch + 1, history)
+        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            log(f"stopping after epoch {epoch + 1} (stop_after); run again to resume")
+            break
+    return _finish(cfg, model, state, history, elapsed, x_test, y_test)

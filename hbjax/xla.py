@@ -3,15 +3,14 @@
 
 On the CPU, recent XLA (jaxlib 0.10) hands convolutions, matrix products and the elementwise
 work around them to YNNPACK fusions by default. For the 3x3 convolutions of VGG, XLA's own (Eigen)
-convolutions are faster on the x86 CPU we measured (AVX-512, two cores: VGG19 forward at 224x224,
-batch 8, 1.35-1.50 s with the defaults against 1.03-1.15 s; one 512-channel 28x28 layer 0.104 s
-against 0.083 s; the Gaussian blur the same). On the CPU backend, where the running XLA knows the
-option, hbjax therefore compiles with ``xla_cpu_experimental_ynn_fusion_type =
-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``: YNNPACK for matrix products only. Other backends get no
-options. Set the environment variable ``HBJAX_XLA_DEFAULTS=1`` to compile with XLA's defaults.
+convolutions were faster on the x86 CPUs measured (the numbers: docs/lrp.md, "The CPU compiler
+options"). On the CPU backend, where the running XLA knows the option, hbjax therefore compiles
+with ``xla_cpu_experimental_ynn_fusion_type = LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``: YNNPACK for
+matrix products only. Other backends get no options. Set the environment variable
+``HBJAX_XLA_DEFAULTS=1`` to compile with XLA's defaults.
 
 Only convolutions move: matrix products stay with YNNPACK, whose product with a transposed
-(out, in) kernel (the relevance and gradient of a dense layer) is 7x faster here than XLA's own.
+(out, in) kernel (the relevance and gradient of a dense layer) is much faster than XLA's own.
 The functions hbjax jits use :func:`jit`, except :mod:`hbjax.metrics` (sorts and reductions, no
 convolutions), whose own functions keep ``jax.jit``, as XLA's default fusions are faster for them. A
 function you jit yourself around hbjax's pure functions is compiled with your options: use
@@ -56,7 +55,7 @@ def _cpu_accepts(options: tuple[tuple[str, Any], ...]) -> bool:
 def _needs_plain_jit(leaves) -> bool:
     """Whether a call must take the plain jit: an argument is traced (JAX takes compiler options
     only on a top-level jit) or floating-point but not float32 (the options are measured for
-    float32; XLA's own float64 convolution is 30x slower than its default one)."""
+    float32; XLA's own float64 convolution is far slower than its default one)."""
     for leaf in leaves:
         if isinstance(leaf, jax.core.Tracer):
             return True
@@ -64,6 +63,12 @@ def _needs_plain_jit(leaves) -> bool:
         if dtype is not None and dtype != jnp.float32 and jnp.issubdtype(dtype, jnp.inexact):
             return True
     return False
+
+
+def _inside_trace() -> bool:
+    """Whether the caller runs inside a JAX trace (jit, make_jaxpr, eval_shape, ...): an array made
+    there is a tracer."""
+    return isinstance(jnp.zeros((), jnp.int8), jax.core.Tracer)
 
 
 class _Jitted:
@@ -99,8 +104,10 @@ class _Jitted:
             return self._plain()(*args, **kwargs)
         try:
             return self._get()(*args, **kwargs)
-        except ValueError as e:  # inside a trace, with no traced argument
-            if "top-level" not in str(e):
+        except ValueError:
+            # JAX refuses compiler options below the top level; with no traced argument, only the
+            # trace state tells (a ValueError of the function itself is raised again by the plain jit)
+            if not _inside_trace():
                 raise
             return self._plain()(*args, **kwargs)
 

@@ -7,7 +7,7 @@ on the CPU:
 - ``forward_s``: the jitted JAX forward (``hbjax.jit(model.apply)``: compiled with the same XLA
   options as hbjax's LRP, see :mod:`hbjax.xla`; ``forward_xla_defaults_s`` is the same forward under
   a plain ``jax.jit``, for reference; the ratios use ``forward_s``);
-- ``lrp_s``: ``hbjax.lrp.relevance_fn(model, "epsilon_plus_flat")`` (one jitted function: the
+- ``lrp_s``: ``hbjax.lrp.relevance_fn(model, composite="epsilon_plus_flat")`` (one jitted function: the
   forward, the z+ forwards, one backward), the function behind ``hbjax.lrp.relevance``;
 - ``zennit_s``: zennit's ``EpsilonPlusFlat`` through ``zennit.attribution.Gradient`` on the same
   torchvision network (and ``torch_forward_s``, a plain torch forward, for scale).
@@ -128,7 +128,7 @@ def main(argv=None) -> None:
 
     forward = xla.jit(model.apply)
     forward_defaults = jax.jit(model.apply)
-    explain = lrp.relevance_fn(model, args.composite)
+    explain = lrp.relevance_fn(model, composite=args.composite)
 
     def jax_forward():
         forward(params, x).block_until_ready()

@@ -31,7 +31,8 @@ from hbjax import lrp
 from hbjax.lrp.plot import explain_figure
 
 
-def load_model(spec: str, seed: int):
+def model_from_spec(spec: str, seed: int):
+    """A shipped name or checkpoint path, or ``ARCH-random`` for random weights (``seed``)."""
     if spec.endswith("-random"):
         arch = spec[: -len("-random")]
         return hbjax.models.vgg(arch, key=jax.random.key(seed))
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--prefix", default=None, help="file name prefix (default: model_composite_method)")
     args = p.parse_args(argv)
 
-    model = load_model(args.model, args.seed)
+    model = model_from_spec(args.model, args.seed)
     size = int(model.meta.get("input_size", [224])[0])
     kind = "imagenet" if size >= 64 else "cifar"
     x, paths = load_images(args.folder, args.split, size, kind, args.limit, args.every)

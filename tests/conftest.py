@@ -1,5 +1,9 @@
-"""Shared test fixtures: the read-only data under ../shared/data (or $HBJAX_DATA) and the small CNN
-that the attack tests train on it."""
+"""Shared test fixtures: the CIFAR-10 test sample shipped in the package, the full read-only data
+under ../shared/data (or $HBJAX_DATA) and the small CNN that the attack tests train on it.
+
+Tests that use the full data (the fixtures ``shared_data``, ``cifar10_dir``, ``imagenet_sample``,
+``trained_model``) are marked ``shared_data`` when collected; when the data are missing they fail
+with a message saying how to get them (never skip: CI runs everything)."""
 
 from __future__ import annotations
 
@@ -9,14 +13,36 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA_FIXTURES = {"shared_data", "cifar10_dir", "imagenet_sample", "trained_model"}
 
 
 def shared_data_dir() -> pathlib.Path:
-    """../shared/data beside the repository, or $HBJAX_DATA; a missing folder fails the test run."""
+    """../shared/data beside the repository, or $HBJAX_DATA; a missing folder fails the test."""
     path = pathlib.Path(os.environ.get("HBJAX_DATA", REPO.parent / "shared" / "data"))
-    if not (path / "cifar10").is_dir() or not (path / "imagenet-sample").is_dir():
-        pytest.fail(f"shared test data not found at {path} (set HBJAX_DATA)", pytrace=False)
+    missing = [d for d in ("cifar10/train", "cifar10/test", "imagenet-sample/val") if not (path / d).is_dir()]
+    if missing:
+        pytest.fail(
+            f"this test needs the shared data, and {path} lacks {', '.join(missing)}. Get it with "
+            f"`python scripts/prepare_data.py --out {path}` (CIFAR-10 from the internet; the ImageNet "
+            "sample needs --imagenet-dir, see its --help) or point $HBJAX_DATA at a copy; "
+            "`pytest -m 'not shared_data'` runs the tests that need only the shipped sample",
+            pytrace=False,
+        )
     return path
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SHARED_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture(scope="session")
+def cifar10_sample() -> pathlib.Path:
+    """The CIFAR-10 test sample shipped in the package: ``test/<class>/0000.jpg`` .. ``0099.jpg``."""
+    from hbjax.data import cifar10_sample_root
+
+    return pathlib.Path(cifar10_sample_root())
 
 
 @pytest.fixture(scope="session")

@@ -243,7 +243,7 @@ def test_registry_and_aliases():
 def test_every_attack_follows_the_calling_convention(name):
     fn = attacks.get(name)
     params = list(inspect.signature(fn).parameters.values())
-    first = "model" if getattr(fn, "needs_model", False) else "logits_fn"
+    first = "model" if attacks.metadata(name)["needs_model"] else "logits_fn"
     assert [p.name for p in params[:4]] == [first, "x", "labels", "key"]
     assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:4])
     rest = params[4:]

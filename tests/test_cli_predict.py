@@ -32,17 +32,17 @@ def cifar_model(tmp_path_factory) -> tuple[hbjax.models.Model, str]:
 
 
 @pytest.fixture
-def image_dir(tmp_path, cifar10_dir):
+def image_dir(tmp_path, cifar10_sample):
     """Symlinks to 3 CIFAR-10 test images in nested folders, a text file named .jpg, a truncated
     JPEG and a non-image file that is not looked at."""
     root = tmp_path / "images"
     for cls in ("cat", "ship"):
         (root / cls).mkdir(parents=True)
-    os.symlink(cifar10_dir / "test" / "cat" / "0000.jpg", root / "cat" / "a.jpg")
-    os.symlink(cifar10_dir / "test" / "cat" / "0001.jpg", root / "cat" / "b.jpg")
-    os.symlink(cifar10_dir / "test" / "ship" / "0000.jpg", root / "ship" / "c.jpg")
+    os.symlink(cifar10_sample / "test" / "cat" / "0000.jpg", root / "cat" / "a.jpg")
+    os.symlink(cifar10_sample / "test" / "cat" / "0001.jpg", root / "cat" / "b.jpg")
+    os.symlink(cifar10_sample / "test" / "ship" / "0000.jpg", root / "ship" / "c.jpg")
     (root / "ship" / "notes.jpg").write_text("not an image")
-    data = (cifar10_dir / "test" / "ship" / "0001.jpg").read_bytes()
+    data = (cifar10_sample / "test" / "ship" / "0001.jpg").read_bytes()
     (root / "ship" / "cut.jpg").write_bytes(data[: len(data) // 3])
     (root / "README.txt").write_text("ignored: not an image suffix")
     return root

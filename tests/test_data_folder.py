@@ -1,4 +1,4 @@
-"""Image folders: the shared CIFAR-10 test split and ImageNet sample, label order, preprocessing,
+"""Image folders: the shipped CIFAR-10 test sample, the shared ImageNet sample, label order, preprocessing,
 and bad files (converted or skipped and counted, never a crash)."""
 
 from __future__ import annotations
@@ -15,8 +15,23 @@ from hbjax.data import DataError, ImageFolder, Preprocess, load_image
 from hbjax.models import CIFAR10_CLASSES
 
 
-def test_cifar10_test_split(cifar10_dir):
-    folder = ImageFolder(str(cifar10_dir), "test", Preprocess("cifar"), limit_per_class=3)
+def test_shipped_cifar10_sample_is_complete_and_opens_as_a_data_source(cifar10_sample):
+    from hbjax.experiment.compose import open_data
+
+    folder = ImageFolder(str(cifar10_sample), "test", Preprocess("cifar"))
+    assert folder.class_names == list(CIFAR10_CLASSES)
+    images, labels = folder.load_uint8()
+    assert images.shape == (1000, 32, 32, 3) and folder.skipped == []
+    np.testing.assert_array_equal(np.bincount(labels), [100] * 10)
+    cfg = {"source": "sample", "name": "cifar10", "split": "test", "preprocess": "cifar"}
+    data = open_data(cfg, num_examples=20, batch_size=8, seed=0)
+    assert data.class_names == list(CIFAR10_CLASSES) and data.num_batches == 3
+    x, y, ids = data.first_batch()
+    assert x.shape == (8, 32, 32, 3) and len(set(ids)) == 8 and all(i.endswith(".jpg") for i in ids)
+
+
+def test_cifar10_test_split(cifar10_sample):
+    folder = ImageFolder(str(cifar10_sample), "test", Preprocess("cifar"), limit_per_class=3)
     assert folder.class_names == list(CIFAR10_CLASSES)
     assert len(folder) == 30
     batches = list(folder.batches(8))
@@ -73,7 +88,7 @@ def test_imagenet_preprocessing_geometry(tmp_path):
 
 
 @pytest.fixture
-def messy_folder(tmp_path, cifar10_dir):
+def messy_folder(tmp_path, cifar10_sample):
     """One class of good and bad files: grayscale, RGBA, palette GIF, truncated JPEG, text."""
     root = tmp_path / "messy"
     cls = root / "test" / "things"
@@ -86,7 +101,7 @@ def messy_folder(tmp_path, cifar10_dir):
         "P", palette=Image.Palette.ADAPTIVE
     ).save(cls / "palette.gif")
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(cls / "big.jpg")
-    good = open(cifar10_dir / "test" / "cat" / "0000.jpg", "rb").read()
+    good = open(cifar10_sample / "test" / "cat" / "0000.jpg", "rb").read()
     (cls / "good.jpg").write_bytes(good)
     big = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     big.save(cls / "full.jpg", quality=95)
@@ -142,11 +157,11 @@ def test_missing_and_empty_folders(tmp_path):
         ImageFolder(str(tmp_path / "bad"), "test").load_uint8()
 
 
-def test_class_names_order_and_unknown_folder(tmp_path, cifar10_dir):
+def test_class_names_order_and_unknown_folder(tmp_path, cifar10_sample):
     for name in ("b", "a"):
         (tmp_path / "split" / name).mkdir(parents=True)
         (tmp_path / "split" / name / "x.jpg").write_bytes(
-            (cifar10_dir / "test" / "cat" / "0001.jpg").read_bytes()
+            (cifar10_sample / "test" / "cat" / "0001.jpg").read_bytes()
         )
     folder = ImageFolder(str(tmp_path), "split", class_names=["b", "a"])
     assert [label for _, label in folder.files] == [1, 0]  # folders sorted, labels from the list

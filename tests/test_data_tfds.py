@@ -39,8 +39,8 @@ def canonical(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return images[order], labels[order]
 
 
-def test_tfds_image_folder_cifar10(cifar10_dir, tmp_path):
-    link_subset(cifar10_dir / "test", tmp_path / "test", CIFAR10_CLASSES, per_class=4)
+def test_tfds_image_folder_cifar10(cifar10_sample, tmp_path):
+    link_subset(cifar10_sample / "test", tmp_path / "test", CIFAR10_CLASSES, per_class=4)
     data = tfds_image_folder(tmp_path, "test", batch_size=16, preprocess=Preprocess("cifar"))
     assert data.class_names == list(CIFAR10_CLASSES) and data.num_examples == 40
     batches = list(data)
@@ -69,13 +69,13 @@ def test_tfds_image_folder_imagenet_preprocessing(imagenet_sample, tmp_path):
         assert np.abs(a - b).max() <= 1.01 / 255, f"class {label}: the tfds pixels differ"
 
 
-def test_tfds_image_folder_bad_files(tmp_path, cifar10_dir):
+def test_tfds_image_folder_bad_files(tmp_path, cifar10_sample):
     cls = tmp_path / "test" / "things"
     cls.mkdir(parents=True)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), "L").save(cls / "gray.png")
     Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8), "RGBA").save(cls / "rgba.png")
-    (cls / "good.jpg").write_bytes((cifar10_dir / "test" / "dog" / "0000.jpg").read_bytes())
+    (cls / "good.jpg").write_bytes((cifar10_sample / "test" / "dog" / "0000.jpg").read_bytes())
     (cls / "notes.jpg").write_text("this is not an image\n")
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(cls / "full.jpg")
     (cls / "truncated.jpg").write_bytes((cls / "full.jpg").read_bytes()[:1000])
@@ -100,6 +100,11 @@ def no_network(monkeypatch):
 
     for name in ("download", "download_and_extract", "download_checksums"):
         monkeypatch.setattr(download_manager.DownloadManager, name, offline)
+    # the quick reachability probe passes (the host answers, the download then fails); the probe's
+    # own failure is tested in test_faults_data.py
+    from hbjax.data import tfds_data
+
+    monkeypatch.setattr(tfds_data, "unreachable", lambda host, **kw: None)
 
 
 def test_cifar10_without_data_and_network(tmp_path, no_network):

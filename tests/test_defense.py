@@ -229,7 +229,7 @@ def _count(jaxpr_text: str, name: str) -> int:
 def test_defended_prediction_shares_the_first_forward(model, batch):
     """convs(defended) = convs(one LRP pass: forward and backward) + convs(one forward) + blur."""
     x = jnp.asarray(batch)
-    explain = lrp.relevance_fn(model, "dtd", output="heatmap")
+    explain = lrp.relevance_fn(model, composite="dtd", output="heatmap")
     n_lrp = _count(str(jax.make_jaxpr(explain)(model.params, x, None)), "conv_general_dilated")
     n_fwd = _count(str(jax.make_jaxpr(model.apply)(model.params, x)), "conv_general_dilated")
     n_blur = _count(str(jax.make_jaxpr(lambda x: defense.gaussian_blur(x, 1.0))(x)), "conv_general_dilated")

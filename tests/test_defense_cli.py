@@ -25,9 +25,9 @@ def test_top_classes():
     assert abs(sum(p for _, _, p in top_classes(np.zeros((1, 4)), list("abcd"), k=4)[0]) - 1) < 1e-6
 
 
-def test_figure3_draws_one_row_per_image(model, cifar10_dir):
+def test_figure3_draws_one_row_per_image(model, cifar10_sample):
     x = np.stack([
-        np.asarray(Image.open(cifar10_dir / "test" / c / "0000.jpg").convert("RGB"), np.float32) / 255
+        np.asarray(Image.open(cifar10_sample / "test" / c / "0000.jpg").convert("RGB"), np.float32) / 255
         for c in ("cat", "ship")
     ])  # fmt: skip
     fig = figure3(model, x, jax.random.key(0), sigma=(0.8, 1.2), labels=[3, 8], names=["cat", "ship"])
@@ -42,8 +42,8 @@ def test_figure3_draws_one_row_per_image(model, cifar10_dir):
     assert len(fig.get_axes()) == 2 * 4
 
 
-def test_clean_cli_writes_images_masks_panels(tmp_path, cifar10_dir, capsys):
-    files = [str(cifar10_dir / "test" / "cat" / "0000.jpg"), str(cifar10_dir / "test" / "dog" / "0000.jpg")]
+def test_clean_cli_writes_images_masks_panels(tmp_path, cifar10_sample, capsys):
+    files = [str(cifar10_sample / "test" / "cat" / "0000.jpg"), str(cifar10_sample / "test" / "dog" / "0000.jpg")]
     out = tmp_path / "out"
     rc = clean_cli.main(
         [*files, "--model", "random:vgg11_cifar", "--sigma", "0.8", "1.2", "--out", str(out), "--batch-size", "2"]

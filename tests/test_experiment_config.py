@@ -24,7 +24,7 @@ def _compose(overrides=(), hydra=False):
 def test_defaults_are_the_documented_ones():
     cfg = _compose()
     assert cfg.model.name == "vgg19_cifar" and cfg.model.source == "shipped"
-    assert cfg.data.source == "tfds" and cfg.data.name == "cifar10"
+    assert cfg.data.source == "sample" and cfg.data.name == "cifar10"
     assert cfg.attack.name == "pgd" and cfg.attack.params.norm == "linf"
     assert list(cfg.defense.sigma) == [0.8, 1.2]
     assert cfg.lrp.composite == "dtd"

@@ -24,7 +24,7 @@ def x():
 
 def test_unknown_composite(model, x):
     with pytest.raises(ValueError, match="unknown LRP composite 'nope'.*epsilon_plus_flat"):
-        lrp.relevance(model, x, [0, 1], "nope")
+        lrp.relevance(model, x, [0, 1], composite="nope")
     with pytest.raises(ValueError, match="unknown LRP composite"):
         lrp.get_composite({"base": "nope"})
     with pytest.raises(ValueError, match="bad parameters for LRP composite 'dtd'"):
@@ -53,9 +53,9 @@ def test_unknown_rule():
 def test_missing_rule_for_a_layer(model, x):
     only_conv = lrp.Composite("convs", kinds=(("conv", lrp.epsilon()),))
     with pytest.raises(ValueError, match="no rule for layer 'fc1'"):
-        lrp.relevance(model, x, [0, 1], only_conv)
+        lrp.relevance(model, x, [0, 1], composite=only_conv)
     with pytest.raises(ValueError, match="needs explicit bounds"):
-        lrp.relevance(model, x, [0, 1], {"base": "dtd", "names": {"conv2_1": "zbox"}})
+        lrp.relevance(model, x, [0, 1], composite={"base": "dtd", "names": {"conv2_1": "zbox"}})
 
 
 def test_unknown_method(model, x):

@@ -59,7 +59,7 @@ def unbiased():
 def test_logits_match_the_model(biased):
     x = images(3)
     for composite in ("dtd", "epsilon_plus_flat", "epsilon_gamma_box"):
-        r, logits = lrp.relevance_and_logits(biased, x, None, composite)
+        r, logits = lrp.relevance_and_logits(biased, x, None, composite=composite)
         np.testing.assert_allclose(logits, biased.apply(biased.params, x), rtol=1e-5, atol=1e-6)
         assert r.shape == x.shape and r.dtype == x.dtype
 
@@ -70,7 +70,7 @@ def test_lrp0_is_gradient_times_input_without_biases(unbiased):
         x = images(2, dtype=jnp.float64)
         targets = jnp.array([3, 7])
         # LRP-0 from R_top = the target's logit (one-hot times logit) is gradient x input
-        r = lrp.relevance(model, x, targets, "lrp0", scale_by_logit=True)
+        r = lrp.relevance(model, x, targets, composite="lrp0", scale_by_logit=True)
         assert r.dtype == jnp.float64
         xn = model.normalization(x)
         # the model normalises inside; differentiate the network after its normalisation
@@ -81,7 +81,7 @@ def test_lrp0_is_gradient_times_input_without_biases(unbiased):
 
 def test_zplus_conserves_relevance_layer_by_layer(unbiased):
     x = images(2, seed=3)
-    layers = lrp.layer_relevances(unbiased, x, jnp.array([1, 4]), "dtd")
+    layers = lrp.layer_relevances(unbiased, x, jnp.array([1, 4]), composite="dtd")
     totals = np.array([np.asarray(r, np.float64).reshape(2, -1).sum(1) for _, r in layers])
     np.testing.assert_allclose(totals[-1], 1.0)
     for (name, _), total, upper in zip(layers, totals[:-1], totals[1:]):
@@ -95,9 +95,9 @@ def test_batch_equals_single_images(biased):
         x = images(3, seed=5, dtype=jnp.float64)
         targets = jnp.array([0, 5, 9])
         for method in ("lrp", "clrp"):
-            h = lrp.heatmap(model, x, targets, "epsilon_gamma_box", method=method)
+            h = lrp.heatmap(model, x, targets, composite="epsilon_gamma_box", method=method)
             for i in range(3):
-                single = lrp.heatmap(model, x[i : i + 1], targets[i : i + 1], "epsilon_gamma_box", method=method)
+                single = lrp.heatmap(model, x[i : i + 1], targets[i : i + 1], composite="epsilon_gamma_box", method=method)
                 np.testing.assert_allclose(h[i], single[0], rtol=1e-9, atol=1e-13)
 
 
@@ -124,8 +124,8 @@ def test_relevance_per_pixel_does_not_depend_on_channel_order(biased):
     x = images(2, seed=2)
     np.testing.assert_allclose(twin.apply(twin.params, x), biased.apply(biased.params, x), rtol=1e-5, atol=1e-6)
     for composite in ("dtd", "epsilon_plus_flat"):
-        r = lrp.relevance(biased, x, [1, 2], composite)
-        r_twin = lrp.relevance(twin, x, [1, 2], composite)
+        r = lrp.relevance(biased, x, [1, 2], composite=composite)
+        r_twin = lrp.relevance(twin, x, [1, 2], composite=composite)
         np.testing.assert_allclose(r_twin, r, rtol=1e-4, atol=1e-5 * float(jnp.abs(r).max()))
 
 
@@ -133,16 +133,16 @@ def test_batchnorm_models_are_explained_through_their_folded_twin():
     model = small_vgg(biases=True, batchnorm=True, seed=4)
     folded = hbjax.models.fold_batchnorm(model)
     x = images(2, seed=4)
-    r, logits = lrp.relevance_and_logits(model, x, [2, 3], "epsilon_gamma_box")
-    r_f, logits_f = lrp.relevance_and_logits(folded, x, [2, 3], "epsilon_gamma_box")
+    r, logits = lrp.relevance_and_logits(model, x, [2, 3], composite="epsilon_gamma_box")
+    r_f, logits_f = lrp.relevance_and_logits(folded, x, [2, 3], composite="epsilon_gamma_box")
     np.testing.assert_allclose(logits, model.apply(model.params, x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(r, r_f, rtol=1e-3, atol=1e-4 * float(jnp.abs(r_f).max()))
 
 
 def test_scale_by_logit_multiplies_by_the_target_logit(biased):
     x = images(2, seed=6)
-    r, logits = lrp.relevance_and_logits(biased, x, [4, 6], "dtd")
-    r_scaled = lrp.relevance(biased, x, [4, 6], "dtd", scale_by_logit=True)
+    r, logits = lrp.relevance_and_logits(biased, x, [4, 6], composite="dtd")
+    r_scaled = lrp.relevance(biased, x, [4, 6], composite="dtd", scale_by_logit=True)
     scale = np.asarray(logits)[[0, 1], [4, 6]][:, None, None, None]
     np.testing.assert_allclose(r_scaled, r * scale, rtol=1e-5, atol=1e-7)
 
@@ -156,7 +156,7 @@ def test_targets_default_to_the_prediction(biased):
 
 
 def test_relevance_fn_composes_with_jit(biased):
-    fn = lrp.relevance_fn(biased, "epsilon_plus_flat", output="heatmap")
+    fn = lrp.relevance_fn(biased, composite="epsilon_plus_flat", output="heatmap")
 
     @jax.jit
     def masks(params, x):
@@ -166,10 +166,10 @@ def test_relevance_fn_composes_with_jit(biased):
     x = images(2, seed=8)
     m, logits = masks(biased.params, x)
     assert m.shape == (2, 32, 32) and m.dtype == jnp.bool_
-    h = lrp.heatmap(biased, x, jnp.argmax(logits, -1), "epsilon_plus_flat")
+    h = lrp.heatmap(biased, x, jnp.argmax(logits, -1), composite="epsilon_plus_flat")
     np.testing.assert_array_equal(m, lrp.binarize(h))
     # the wrappers accept traced images and targets too
-    traced = jax.jit(lambda x, t: lrp.heatmap(biased, x, t, "epsilon_plus_flat"))(x, jnp.argmax(logits, -1))
+    traced = jax.jit(lambda x, t: lrp.heatmap(biased, x, t, composite="epsilon_plus_flat"))(x, jnp.argmax(logits, -1))
     np.testing.assert_allclose(traced, h, rtol=1e-6, atol=1e-9)
 
 
@@ -213,7 +213,7 @@ def test_clrp_and_sglrp_on_a_hand_checked_network():
     e_t = np.eye(3)[t]
 
     lrp_map = epsilon_lrp(xf, w, b, e_t)
-    np.testing.assert_allclose(lrp.relevance(model, x, [t], "epsilon").reshape(-1), lrp_map, rtol=1e-5)
+    np.testing.assert_allclose(lrp.relevance(model, x, [t], composite="epsilon").reshape(-1), lrp_map, rtol=1e-5)
     # by hand for pixel 0, channel 0: x_0 w_01 / z_1
     assert np.isclose(lrp_map[0], 0.2 * -2.0 / (z[1] + 1e-6))
 
@@ -222,14 +222,14 @@ def test_clrp_and_sglrp_on_a_hand_checked_network():
     target_part = epsilon_lrp(xf, w, b, p[t] * (1 - p[t]) * e_t)
     dual_part = epsilon_lrp(xf, w, b, p[t] * p * (1 - e_t))
     np.testing.assert_allclose(sglrp, target_part - dual_part, rtol=1e-12)
-    got = lrp.relevance(model, x, [t], "epsilon", method="sglrp").reshape(-1)
+    got = lrp.relevance(model, x, [t], composite="epsilon", method="sglrp").reshape(-1)
     np.testing.assert_allclose(got, sglrp, rtol=1e-4, atol=1e-7)
 
     dual = epsilon_lrp(xf, w, b, (1 - e_t) / 2)
     clrp = lrp_map - dual * lrp_map.sum() / dual.sum()
-    got = lrp.relevance(model, x, [t], "epsilon", method="clrp").reshape(-1)
+    got = lrp.relevance(model, x, [t], composite="epsilon", method="clrp").reshape(-1)
     np.testing.assert_allclose(got, clrp, rtol=1e-4, atol=1e-6)
-    h = lrp.heatmap(model, x, [t], "epsilon", method="clrp")
+    h = lrp.heatmap(model, x, [t], composite="epsilon", method="clrp")
     np.testing.assert_allclose(h.reshape(-1), np.maximum(clrp.reshape(2, 3).sum(1), 0), rtol=1e-4, atol=1e-6)
 
 
@@ -250,7 +250,7 @@ def test_contrastive_maps_are_class_discriminative():
     model = discriminative_model()
     x = np.full((1, 1, 3, 3), 0.5, np.float32)
     for target, own in ((0, 1), (1, 2)):
-        h = {m: np.asarray(lrp.heatmap(model, x, [target], "epsilon", method=m))[0, 0] for m in lrp.METHODS}
+        h = {m: np.asarray(lrp.heatmap(model, x, [target], composite="epsilon", method=m))[0, 0] for m in lrp.METHODS}
         want_lrp = [2 / 3, 1 / 3, 0] if own == 1 else [2 / 3, 0, 1 / 3]
         np.testing.assert_allclose(h["lrp"], want_lrp, rtol=1e-5, atol=1e-7)
         assert np.argmax(h["lrp"]) == 0
@@ -266,18 +266,18 @@ def test_contrastive_maps_are_class_discriminative():
 
 def test_composites_from_names_and_configs(biased):
     x = images(1, seed=12)
-    by_name = lrp.relevance(biased, x, [3], "epsilon_gamma_box")
+    by_name = lrp.relevance(biased, x, [3], composite="epsilon_gamma_box")
     spelled_out = {"first": "zbox", "kinds": {"conv": {"rule": "gamma", "gamma": 0.25}, "dense": "epsilon"}}
-    np.testing.assert_array_equal(lrp.relevance(biased, x, [3], spelled_out), by_name)
+    np.testing.assert_array_equal(lrp.relevance(biased, x, [3], composite=spelled_out), by_name)
     custom = lrp.get_composite({"base": "epsilon_gamma_box", "gamma": 0.5, "names": {"fc3": "lrp0"}})
     assert dict(custom.names)["fc3"] == lrp.lrp0()
     assert dict(custom.kinds)["conv"] == lrp.gamma(0.5)
-    assert not np.allclose(lrp.relevance(biased, x, [3], custom), by_name)
+    assert not np.allclose(lrp.relevance(biased, x, [3], composite=custom), by_name)
     # a rule per layer name wins over the input-layer rule
     named_first = {"base": "dtd", "names": {"conv1_1": "flat"}}
     np.testing.assert_array_equal(
-        lrp.relevance(biased, x, [3], named_first),
-        lrp.relevance(biased, x, [3], {"base": "dtd", "first": "flat"}),
+        lrp.relevance(biased, x, [3], composite=named_first),
+        lrp.relevance(biased, x, [3], composite={"base": "dtd", "first": "flat"}),
     )
 
 

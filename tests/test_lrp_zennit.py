@@ -149,7 +149,7 @@ def test_agrees_with_zennit_float64(setup, composite):
     net64 = copy.deepcopy(net).double()
     theirs = zennit_relevance(net64, model, x, targets, composite, torch.float64)
     with jax.enable_x64(True):
-        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite)
+        ours = lrp.relevance(model, jnp.asarray(x, jnp.float64), targets, composite=composite)
         assert ours.dtype == jnp.float64
         ours = np.asarray(ours)
     err = relative_errors(ours, theirs)
@@ -160,7 +160,7 @@ def test_agrees_with_zennit_float64(setup, composite):
 def test_agrees_with_zennit_float32(setup, composite):
     arch, net, model, x, targets = setup
     theirs = zennit_relevance(net, model, x, targets, composite, torch.float32)
-    ours = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite)
+    ours = lrp.relevance(model, jnp.asarray(x, jnp.float32), targets, composite=composite)
     assert ours.dtype == jnp.float32
     err = relative_errors(ours, theirs)
     assert np.all(err <= 2e-3), f"{arch} {composite} float32: relative L2 errors {err}"
@@ -181,7 +181,7 @@ def test_other_rules_agree_with_zennit(small, composite):
     targets = [5]
     theirs = zennit_relevance(net, model, x, targets, composite, torch.float64)
     with jax.enable_x64(True):
-        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, HBJAX_CUSTOM.get(composite, composite)))
+        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), targets, composite=HBJAX_CUSTOM.get(composite, composite)))
     err = relative_errors(ours, theirs)
     assert np.all(err <= 1e-4), f"{composite}: relative L2 errors {err}"
 
@@ -194,6 +194,6 @@ def test_batchnorm_agrees_with_zennit_canonizer(imagenet_sample):
     x = sample_images(imagenet_sample, 64, indices=(7,), seed=2)
     theirs = zennit_relevance(net, model, x, [11], "epsilon_gamma_box", torch.float64, [SequentialMergeBatchNorm()])
     with jax.enable_x64(True):
-        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), [11], "epsilon_gamma_box"))
+        ours = np.asarray(lrp.relevance(model, jnp.asarray(x), [11], composite="epsilon_gamma_box"))
     err = relative_errors(ours, theirs)
     assert np.all(err <= 1e-4), f"vgg11_bn epsilon_gamma_box: relative L2 errors {err}"

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hbjax
 from hbjax import metrics
 
 LOG2_3 = math.log2(3)
@@ -312,8 +313,10 @@ def test_distances():
     y[0, 0, 0, 0] = 3.0
     y[0, 1, 1, 2] = 4.0
     y[1] = 0.5
-    d = metrics.distances(x, y)
-    np.testing.assert_allclose(d["l2"], [5.0, math.sqrt(12 * 0.25)], rtol=1e-6)
-    np.testing.assert_allclose(d["linf"], [4.0, 0.5])
+    l2, linf = d = metrics.distances(x, y)
+    np.testing.assert_allclose(l2, [5.0, math.sqrt(12 * 0.25)], rtol=1e-6)
+    np.testing.assert_allclose(linf, [4.0, 0.5])
+    assert d.l2 is l2 and d.linf is linf
+    assert hbjax.attacks.distances is metrics.distances  # one home
     with pytest.raises(ValueError, match="same shape"):
         metrics.l2_distance(x, y[:1])

@@ -1,5 +1,5 @@
 """The shipped CIFAR-10 VGG19: loads by name with no network, and its accuracy on a fixed subset of
-the shared test images (the first 50 of each class) stays above a floor a few points under the
+the shipped CIFAR-10 test sample (the first 50 images of each class) stays above a floor a few points under the
 measured 87.8% on that subset (85.28% on all 5,000; docs/model_card.md)."""
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def test_loads_by_name_without_network(no_network):
     assert 1_000_000 < n < 2_000_000
 
 
-def test_accuracy_on_a_fixed_subset_of_the_shared_test_split(cifar10_dir):
+def test_accuracy_on_a_fixed_subset_of_the_shared_test_split(cifar10_sample):
     model = hbjax.models.load("vgg19_cifar")
-    folder = ImageFolder(str(cifar10_dir), "test", Preprocess("cifar"), limit_per_class=50)
+    folder = ImageFolder(str(cifar10_sample), "test", Preprocess("cifar"), limit_per_class=50)
     apply = jax.jit(model.apply)
     correct = total = 0
     for x, y, _ in folder.batches(250):

@@ -44,6 +44,17 @@ def test_jit_gives_jax_jit_results_at_top_level_and_nested():
     np.testing.assert_allclose(g, jax.grad(lambda a: conv_relu(a, w).sum())(x), rtol=1e-5, atol=1e-5)
 
 
+def test_an_error_of_the_function_itself_is_raised_at_top_level_and_nested():
+    def bad(x):
+        raise ValueError("bad input for hbjax")
+
+    x = jnp.ones(2, jnp.float32)
+    with pytest.raises(ValueError, match="bad input for hbjax"):
+        hbjax.jit(bad)(x)
+    with pytest.raises(ValueError, match="bad input for hbjax"):
+        jax.jit(lambda: hbjax.jit(bad)(x))()  # no traced argument: the plain jit raises it again
+
+
 def test_float64_calls_compile_with_the_defaults():
     """XLA's own float64 convolution is far slower than the default one: float64 calls take a plain
     jax.jit, float32 calls the options."""

@@ -29,16 +29,13 @@ def _defense_module():
     return defense
 
 
-def _clean_fn(model: Any, defense: Mapping[str, Any] | None) -> tuple[Callable, dict]:
-    """The defense's pure ``(params, x, key) -> Cleaned`` (compiled once per configuration) and the
-    keyword arguments it was built from."""
-    kwargs = dict(defense or {})
-    kwargs.pop("name", None)  # a Hydra group may carry its own name
-    if "binarize" in kwargs and kwargs["binarize"] is not None:
-        kwargs["binarize"] = dict(kwargs["binarize"])
-    if isinstance(kwargs.get("sigma"), list):
-        kwargs["sigma"] = tuple(kwargs["sigma"])
-    return _defense_module().heat_and_blur_fn(model, **kwargs), kwargs
+def _defense_of(model: Any, options: Mapping[str, Any] | None) -> tuple[Callable, Any]:
+    """The defense's pure ``(params, x, key) -> Cleaned`` (compiled once per configuration) and its
+    :class:`hbjax.defense.HeatAndBlur` config, from keyword arguments of
+    :func:`hbjax.defense.heat_and_blur`."""
+    defense = _defense_module()
+    config = defense.HeatAndBlur.of(options)
+    return defense.heat_and_blur_fn(model, **config.options()), config
 
 
 @functools.partial(xla.jit, static_argnames=("clean", "apply", "targeted"))
@@ -123,10 +120,10 @@ def adaptive_heatmap(
     from hbjax import attacks as registry
 
     name = "adaptive_heatmap"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=model)
     iterations = base.check_count(iterations, "iterations", name)
     base_attack = registry.get(attack)
-    if getattr(base_attack, "needs_model", False):
+    if registry.metadata(attack)["needs_model"]:
         raise ValueError(f"{name}: the base attack must act on a logits function; got {attack!r}")
     attack_params = dict(attack_params or {})
     defaults = {
@@ -139,7 +136,7 @@ def adaptive_heatmap(
         norm = attack_params.get("norm", defaults.get("norm", "linf"))
     base.check_choice(norm, base.NORMS, "norm", name)
     eps = float("inf") if eps is None else base.check_nonnegative(eps, "eps", name)
-    clean, _ = _clean_fn(model, defense)
+    clean, _ = _defense_of(model, defense)
     params = model.params if params is None else params
     apply = base._model_apply(model.module)
     logits_fn = jax.tree_util.Partial(apply, params)
@@ -167,9 +164,6 @@ def adaptive_heatmap(
     return _result(clean, apply, params, x, x_cur, classes, k_final, targeted, calls)
 
 
-adaptive_heatmap.needs_model = True  # type: ignore[attr-defined]
-
-
 @dataclasses.dataclass(frozen=True)
 class BPDAStep(base.Settings):
     """One PGD step on the expected loss of the defended classifier.
@@ -186,9 +180,7 @@ class BPDAStep(base.Settings):
 
     clean: Callable
     apply: Callable
-    sigma: Any
-    mode: str
-    truncate: float
+    config: Any  # hbjax.defense.HeatAndBlur: sigma, border mode, truncation
     norm: str
     loss: str
     targeted: bool
@@ -201,22 +193,16 @@ class BPDAStep(base.Settings):
         k_mask, k_sigma = jax.random.split(jax.random.fold_in(key, i))
         mask = jax.lax.stop_gradient(self.clean(params, x_adv, k_mask).mask)
         n, s = x.shape[0], self.samples
-        random_sigma = isinstance(self.sigma, tuple)
-        sigma_max = float(self.sigma[1]) if random_sigma else float(self.sigma)
-        if random_sigma:
-            low, high = self.sigma
-            sigmas = jax.random.uniform(k_sigma, (s * n,), x.dtype, minval=low, maxval=high)
+        if isinstance(self.config.sigma, tuple):  # EOT: s draws of sigma for each image
+            sigmas = self.config.draw_sigma(k_sigma, s * n, x.dtype)
         else:
-            sigmas = float(self.sigma)
+            sigmas = float(self.config.sigma)
         masks = jnp.tile(mask, (s, 1, 1))
         labels = jnp.tile(classes, (s,))
 
         def total(z):
             zs = jnp.tile(z, (s, 1, 1, 1))
-            blurred = defense.gaussian_blur(
-                zs, sigmas, truncate=self.truncate, mode=self.mode, sigma_max=sigma_max
-            )
-            cleaned = defense.restore(zs, blurred, masks)
+            cleaned, _ = defense.blur_and_restore(zs, masks, sigmas, config=self.config)
             if self.backward == "identity":
                 cleaned = zs + jax.lax.stop_gradient(cleaned - zs)
             logits = self.apply(params, cleaned)
@@ -286,7 +272,7 @@ def bpda_eot(
     from hbjax.attacks.pgd import _start
 
     name = "bpda_eot"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=model)
     if x.ndim != 4:
         raise ValueError(f"{name}: x must be a batch of images (B, H, W, 3); got shape {x.shape}")
     base.check_choice(norm, base.NORMS, "norm", name)
@@ -299,20 +285,13 @@ def bpda_eot(
     step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
     step_size = base.check_nonnegative(step_size, "step_size", name)
     loop = base.resolve_loop(loop, name)
-    clean, kwargs = _clean_fn(model, defense)
-    sigma = kwargs.get("sigma", 1.0)
-    sigma = tuple(float(s) for s in sigma) if isinstance(sigma, tuple) else float(sigma)
-    if isinstance(sigma, tuple) and sigma[0] == sigma[1]:
-        sigma = sigma[0]
-    if not isinstance(sigma, tuple):
+    clean, config = _defense_of(model, defense)
+    if not isinstance(config.sigma, tuple):  # a fixed sigma: the defense is deterministic
         samples = 1
     params = model.params if params is None else params
     apply = base._model_apply(model.module)
 
-    step = BPDAStep(
-        clean, apply, sigma, kwargs.get("mode", "reflect"), float(kwargs.get("truncate", 4.0)),
-        norm, loss, bool(targeted), samples, backward,
-    )  # fmt: skip
+    step = BPDAStep(clean, apply, config, norm, loss, bool(targeted), samples, backward)
     dtype = x.dtype
     eps_arr = jnp.asarray(eps, dtype)
     x0 = _start(x, jax.random.fold_in(key, 0), eps_arr, norm) if random_start else x
@@ -322,6 +301,3 @@ def bpda_eot(
     calls = steps * (1 + samples)
     k_final = jax.random.fold_in(key, 2**31 - 2)
     return _result(clean, apply, params, x, x_adv, classes, k_final, targeted, calls)
-
-
-bpda_eot.needs_model = True  # type: ignore[attr-defined]

@@ -13,8 +13,8 @@ its compiled code across calls with new parameters. Any other callable is compil
 object: pass the same object again to reuse the compiled code.
 
 The loop runner (:func:`iterate`) runs the steps of an attack as jitted chunks of unrolled steps
-(``loop="unroll"``, fastest on CPU, where the body of an XLA while loop runs about 2.5 times slower
-than the same steps unrolled) or as one ``lax`` loop (``loop="lax"``, the right tool on
+(``loop="unroll"``, fastest on CPU, where the body of an XLA while loop runs slower than the same
+steps unrolled: docs/attacks.md) or as one ``lax`` loop (``loop="lax"``, the right tool on
 accelerators); ``loop="auto"`` picks ``"unroll"`` on CPU and ``"lax"`` elsewhere.
 """
 
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax import xla
+from hbjax import validation, xla
+from hbjax.metrics import distances  # noqa: F401  (re-exported: the attacks' L2 / Linf)
 
 LOOPS = ("auto", "unroll", "lax")
 LOSSES = ("ce", "margin")
@@ -105,6 +106,7 @@ def check_inputs(
     targeted: bool,
     targets: Any,
     name: str,
+    logits_fn: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Validates an attack's inputs; returns (x, labels, classes) as arrays.
 
@@ -113,6 +115,17 @@ def check_inputs(
     outside [0, 1] or NaN (checked when the values are concrete), for targeted without targets and
     for targets without targeted.
     """
+    batch = getattr(labels, "shape", (None,))[:1]
+    if getattr(x, "ndim", 0) == 3 and x.shape[-1] == 3 and batch != tuple(x.shape[:1]):
+        raise validation.InputError(
+            f"{name}: x must be a batch (B, ...); got one unbatched image of shape {tuple(x.shape)}: "
+            "pass x[None] and labels of shape (1,)"
+        )
+    validation.check_images(x, where=name, image=False)
+    num_classes = validation.num_classes_of(logits_fn, x) if logits_fn is not None else None
+    for what, c in (("labels", labels), ("targets", targets if targeted else None)):
+        if c is not None:
+            validation.check_classes(c, batch=x.shape[0], num_classes=num_classes, name=what, where=name)
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{name}: x must be a batch of shape (B, ...); got shape {x.shape}")
@@ -242,10 +255,6 @@ def linf_norm(a: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(_flat(a)), axis=1)
 
 
-def distances(x_adv: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(L2, Linf) distance of each example."""
-    d = x_adv - x
-    return l2_norm(d), linf_norm(d)
 
 
 def project(delta: jax.Array, eps: jax.Array, norm: str) -> jax.Array:

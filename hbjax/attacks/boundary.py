@@ -192,6 +192,45 @@ def _check_start(fn, x, classes, start, targeted_flag):
     return jnp.where(targeted_flag, pred == classes, pred != classes)
 
 
+def _starting_point(fn, x, classes, key, starting_points, *, targeted: bool, trials: int, name: str):
+    """(start, found, model calls): the given ``starting_points`` (which must all be adversarial),
+    else foolbox's blended uniform noise (untargeted only); x where no start was found."""
+    if starting_points is None:
+        if targeted:
+            raise ValueError(
+                f"{name}: a targeted Boundary attack needs starting_points of the target classes"
+            )
+        start, found, calls = blended_noise_start(fn, x, classes, key, targeted=False, trials=trials)
+    else:
+        start = jnp.asarray(starting_points, x.dtype)
+        if start.shape != x.shape:
+            raise ValueError(
+                f"{name}: starting_points must have the shape of x {x.shape}; got {start.shape}"
+            )
+        found = _check_start(fn, x, classes, start, jnp.asarray(targeted))
+        calls = 1
+        if not bool(jnp.all(found)):
+            raise ValueError(
+                f"{name}: {int(jnp.sum(~found))} of {x.shape[0]} starting_points are not adversarial"
+            )
+    return base.select(found, start, x), found, calls
+
+
+def _initial_carry(start: jax.Array, found: jax.Array, spherical_step: float, source_step: float) -> dict:
+    """The walk's state: the current point, both step sizes and the success-rate queues of
+    :class:`BoundaryStep`; examples without a start are converged from the outset (never move)."""
+    n, dtype = start.shape[0], start.dtype
+    src0 = jnp.where(found, jnp.asarray(source_step, dtype), jnp.asarray(0.0, dtype))
+    return dict(
+        best=start,
+        spherical_steps=jnp.full((n,), spherical_step, dtype),
+        source_steps=src0,
+        sph_queue=jnp.full((100, n), jnp.nan, dtype), sph_next=jnp.asarray(0, jnp.int32),
+        step_queue=jnp.full((30, n), jnp.nan, dtype), step_next=jnp.asarray(0, jnp.int32),
+        calls=jnp.asarray(0, jnp.int32),
+    )  # fmt: skip
+
+
 def boundary(
     logits_fn: Callable,
     x: jax.Array,
@@ -239,7 +278,7 @@ def boundary(
       Black-Box Machine Learning Models", ICLR 2018.
     """
     name = "boundary"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     steps = base.check_count(steps, "steps", name, minimum=0)
     spherical_step = base.check_positive(spherical_step, "spherical_step", name)
     source_step = base.check_positive(source_step, "source_step", name)
@@ -254,40 +293,11 @@ def boundary(
     fn = base.as_pytree_fn(logits_fn)
     k_init, k_walk = jax.random.split(key)
 
-    calls = 0
-    if starting_points is None:
-        if targeted:
-            raise ValueError(
-                f"{name}: a targeted Boundary attack needs starting_points of the target classes"
-            )
-        start, found, calls = blended_noise_start(
-            fn, x, classes, k_init, targeted=False, trials=init_trials
-        )
-    else:
-        start = jnp.asarray(starting_points, x.dtype)
-        if start.shape != x.shape:
-            raise ValueError(
-                f"{name}: starting_points must have the shape of x {x.shape}; got {start.shape}"
-            )
-        found = _check_start(fn, x, classes, start, jnp.asarray(bool(targeted)))
-        calls = 1
-        if not bool(jnp.all(found)):
-            raise ValueError(
-                f"{name}: {int(jnp.sum(~found))} of {x.shape[0]} starting_points are not adversarial"
-            )
-    start = base.select(found, start, x)
-    n = x.shape[0]
+    start, found, calls = _starting_point(
+        fn, x, classes, k_init, starting_points, targeted=bool(targeted), trials=init_trials, name=name
+    )
+    carry = _initial_carry(start, found, spherical_step, source_step)
     dtype = x.dtype
-    # examples without a start are converged from the outset (they never move)
-    src0 = jnp.where(found, jnp.asarray(source_step, dtype), jnp.asarray(0.0, dtype))
-    carry = dict(
-        best=start,
-        spherical_steps=jnp.full((n,), spherical_step, dtype),
-        source_steps=src0,
-        sph_queue=jnp.full((100, n), jnp.nan, dtype), sph_next=jnp.asarray(0, jnp.int32),
-        step_queue=jnp.full((30, n), jnp.nan, dtype), step_next=jnp.asarray(0, jnp.int32),
-        calls=jnp.asarray(0, jnp.int32),
-    )  # fmt: skip
     operands = (
         fn, x, classes, k_walk, jnp.asarray(step_adaptation, dtype),
         jnp.asarray(source_step_convergence, dtype),

@@ -150,7 +150,7 @@ def carlini_wagner_l2(
       Carlini and Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
     """
     name = "carlini_wagner_l2"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     binary_search_steps = base.check_count(binary_search_steps, "binary_search_steps", name)
     steps = base.check_count(steps, "steps", name)
     learning_rate = base.check_positive(learning_rate, "learning_rate", name)

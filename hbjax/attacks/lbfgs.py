@@ -62,27 +62,34 @@ class LBFGSStep(base.Settings):
     def __call__(self, operands, i, c):
         fn, x, classes, consts = operands
         z, f, g, active = c["z"], c["f"], c["g"], c["active"]
-        S, Y, rho, gamma = c["S"], c["Y"], c["rho"], c["gamma"]
-        m = self.memory
+        d, rho = _direction(z, g, c["S"], c["Y"], c["rho"], c["gamma"], c["k"], self.memory)
+        accepted, z_new, f_new, g_new, adv, trials = self._line_search(
+            fn, x, classes, consts, z, f, g, d, active
+        )
+        # an example stops (for this c) when no step passes the line search or the objective
+        # no longer decreases (relative change below ftol, scipy's L-BFGS-B rule)
+        ftol = max(2.2e-9, 10 * float(jnp.finfo(z.dtype).eps))
+        stalled = (f - f_new) <= ftol * jnp.maximum(jnp.maximum(jnp.abs(f), jnp.abs(f_new)), 1.0)
+        accepted = accepted & active
+        active = accepted & ~stalled
+        S, Y, rho, gamma = _remember(
+            c["S"], c["Y"], rho, c["gamma"], c["k"], self.memory, z_new - z, g_new - g, accepted
+        )
+        l2 = base.l2_norm(z_new - x)
+        better = accepted & adv & (l2 < c["best_l2"])
+        return dict(
+            z=z_new, f=f_new, g=g_new, S=S, Y=Y, rho=rho, gamma=gamma, k=c["k"] + 1,
+            best_x=base.select(better, z_new, c["best_x"]),
+            best_l2=jnp.where(better, l2, c["best_l2"]),
+            found=c["found"] | (accepted & adv),
+            active=active,
+            calls=c["calls"] + trials,
+        )  # fmt: skip
+
+    def _line_search(self, fn, x, classes, consts, z, f, g, d, active):
+        """Backtracking along clip(z + t d, 0, 1) from t = 1 (Armijo); returns (accepted, z, f, g,
+        adversarial, trials), each example's values at its accepted step (else unchanged)."""
         bc = lambda v: base._bcast(v, z)  # noqa: E731
-        free = ~(((z <= 0.0) & (g > 0.0)) | ((z >= 1.0) & (g < 0.0)))
-        q = jnp.where(free, g, 0.0)
-        alphas = []
-        newest = c["k"] - 1
-        for j in range(m):  # newest to oldest
-            slot = (newest - j) % m
-            a = rho[slot] * _dot(S[slot], q)
-            q = q - bc(a) * Y[slot]
-            alphas.append((slot, a))
-        r = bc(gamma) * q
-        for slot, a in reversed(alphas):  # oldest to newest
-            b = rho[slot] * _dot(Y[slot], r)
-            r = r + S[slot] * bc(a - b)
-        d = -jnp.where(free, r, 0.0)
-        descent = _dot(g, d) < 0.0
-        fallback = -bc(gamma) * jnp.where(free, g, 0.0)
-        d = base.select(descent, d, fallback)
-        rho = jnp.where(descent[None, :], rho, 0.0)
 
         def trial(state):
             t, accepted, z_new, f_new, g_new, adv, trials = state
@@ -113,34 +120,48 @@ class LBFGSStep(base.Settings):
         # slower on CPU than straight-line code
         state = jax.lax.while_loop(more, trial, trial(state))
         _, accepted, z_new, f_new, g_new, adv, trials = state
-        # an example stops (for this c) when no step passes the line search or the objective
-        # no longer decreases (relative change below ftol, scipy's L-BFGS-B rule)
-        ftol = max(2.2e-9, 10 * float(jnp.finfo(z.dtype).eps))
-        stalled = (f - f_new) <= ftol * jnp.maximum(jnp.maximum(jnp.abs(f), jnp.abs(f_new)), 1.0)
-        accepted = accepted & active
-        active = accepted & ~stalled
+        return accepted, z_new, f_new, g_new, adv, trials
 
-        s = z_new - z
-        y = g_new - g
-        sy, yy = _dot(s, y), _dot(y, y)
-        valid = accepted & (sy > 1e-10 * yy) & (sy > 0.0)
-        slot = c["k"] % m
-        S = S.at[slot].set(base.select(valid, s, jnp.zeros_like(s)))
-        Y = Y.at[slot].set(base.select(valid, y, jnp.zeros_like(y)))
-        rho = rho.at[slot].set(jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0))
-        rho = jnp.where(accepted[None, :], rho, 0.0)
-        gamma = jnp.where(valid, sy / jnp.where(valid, yy, 1.0), gamma)
 
-        l2 = base.l2_norm(z_new - x)
-        better = accepted & adv & (l2 < c["best_l2"])
-        return dict(
-            z=z_new, f=f_new, g=g_new, S=S, Y=Y, rho=rho, gamma=gamma, k=c["k"] + 1,
-            best_x=base.select(better, z_new, c["best_x"]),
-            best_l2=jnp.where(better, l2, c["best_l2"]),
-            found=c["found"] | (accepted & adv),
-            active=active,
-            calls=c["calls"] + trials,
-        )  # fmt: skip
+def _direction(z, g, S, Y, rho, gamma, k, m: int):
+    """The search direction: the two-loop recursion's -H g on the free variables (those not at a
+    bound of [0, 1] with the gradient pushing outwards), or the scaled projected gradient where
+    that is not a descent direction (whose memory is then cleared: rho 0). Returns (d, rho)."""
+    bc = lambda v: base._bcast(v, z)  # noqa: E731
+    free = ~(((z <= 0.0) & (g > 0.0)) | ((z >= 1.0) & (g < 0.0)))
+    q = jnp.where(free, g, 0.0)
+    alphas = []
+    newest = k - 1
+    for j in range(m):  # newest to oldest
+        slot = (newest - j) % m
+        a = rho[slot] * _dot(S[slot], q)
+        q = q - bc(a) * Y[slot]
+        alphas.append((slot, a))
+    r = bc(gamma) * q
+    for slot, a in reversed(alphas):  # oldest to newest
+        b = rho[slot] * _dot(Y[slot], r)
+        r = r + S[slot] * bc(a - b)
+    d = -jnp.where(free, r, 0.0)
+    descent = _dot(g, d) < 0.0
+    fallback = -bc(gamma) * jnp.where(free, g, 0.0)
+    d = base.select(descent, d, fallback)
+    rho = jnp.where(descent[None, :], rho, 0.0)
+    return d, rho
+
+
+def _remember(S, Y, rho, gamma, k, m: int, s, y, accepted):
+    """Stores the curvature pair (s, y) of each accepted step in slot k mod m, skipping pairs with
+    s.y <= 1e-10 y.y; an example without an accepted step forgets its memory. Returns (S, Y, rho,
+    gamma)."""
+    sy, yy = _dot(s, y), _dot(y, y)
+    valid = accepted & (sy > 1e-10 * yy) & (sy > 0.0)
+    slot = k % m
+    S = S.at[slot].set(base.select(valid, s, jnp.zeros_like(s)))
+    Y = Y.at[slot].set(base.select(valid, y, jnp.zeros_like(y)))
+    rho = rho.at[slot].set(jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0))
+    rho = jnp.where(accepted[None, :], rho, 0.0)
+    gamma = jnp.where(valid, sy / jnp.where(valid, yy, 1.0), gamma)
+    return S, Y, rho, gamma
 
 
 def _all_stopped(operands, carry) -> jax.Array:
@@ -212,7 +233,7 @@ def lbfgs(
       neural networks", ICLR 2014 (arXiv:1312.6199).
     """
     name = "lbfgs"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     search_steps = base.check_count(search_steps, "search_steps", name)
     initial_const = base.check_positive(initial_const, "initial_const", name)
     steps = base.check_count(steps, "steps", name)

@@ -96,7 +96,7 @@ def pgd(
       Adversarial Attacks", ICLR 2018.
     """
     name = "pgd"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     base.check_choice(norm, base.NORMS, "norm", name)
     base.check_choice(loss, base.LOSSES, "loss", name)
     eps = base.check_nonnegative(eps, "eps", name)
@@ -171,7 +171,7 @@ def fgsm(
       Goodfellow, Shlens, Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015.
     """
     name = "fgsm"
-    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name)
+    x, labels, classes = base.check_inputs(x, labels, targeted=targeted, targets=targets, name=name, logits_fn=logits_fn)
     base.check_choice(norm, base.NORMS, "norm", name)
     base.check_choice(loss, base.LOSSES, "loss", name)
     eps = base.check_nonnegative(eps, "eps", name)

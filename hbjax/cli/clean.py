@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from hbjax import xla
+from hbjax.errors import HbjaxError
 from hbjax.cli.predict import PredictError, chunks, collect_files, preprocess_for
 
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_model(spec: str):
+def model_from_spec(spec: str):
     """A shipped name or checkpoint path, or ``random:ARCH`` for random weights."""
     import jax
 
@@ -104,20 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except (PredictError, ValueError) as e:
+    except (HbjaxError, ValueError) as e:  # PredictError, library errors on bad input
         print(f"hbjax-clean: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("hbjax-clean: interrupted", file=sys.stderr)
+        return 130
 
 
-def run(args: argparse.Namespace) -> int:
-    import jax
-    from PIL import Image
-
-    from hbjax import defense
-    from hbjax.data.folder import load_image
-    from hbjax.defense_plots import panel, top_classes
-
-    model = load_model(args.model)
+def _model_for(args: argparse.Namespace):
+    """The model of ``--model``, with the class names of ``--class-names`` when given."""
+    model = model_from_spec(args.model)
     if args.class_names:
         from hbjax.cli.port import read_class_names
 
@@ -125,6 +123,62 @@ def run(args: argparse.Namespace) -> int:
         if len(names) != model.num_classes:
             raise PredictError(f"{args.class_names} names {len(names)} classes; the model has {model.num_classes}")
         model = model.replace(meta=dict(model.meta, class_names=list(names)))
+    return model
+
+
+def _read_batch(files: Sequence[str], batch: Sequence[int], preprocess, batch_size: int, skipped: list):
+    """The images of ``batch`` as one (batch_size, S, S, 3) float32 array, zero-padded (one compile),
+    and the indices read; unreadable files go to ``skipped`` with the reason."""
+    from hbjax.data.folder import load_image
+
+    images, kept = [], []
+    for i in batch:
+        try:
+            images.append(load_image(files[i], preprocess))
+            kept.append(i)
+        except Exception as e:  # a bad file is reported at the end, not fatal
+            skipped.append((files[i], f"{type(e).__name__}: {e}"))
+    x = np.zeros((batch_size, preprocess.size, preprocess.size, 3), np.float32)
+    if kept:
+        x[: len(kept)] = np.stack(images).astype(np.float32) / 255.0
+    return x, kept
+
+
+def _save_one(
+    stem: str, label: str, title: str, x1: np.ndarray, one, logits_clean1, logits_blur1, names
+) -> None:
+    """The cleaned image, its mask and its Figure 3 panel (a row named ``label``) of one image:
+    ``stem``_{cleaned,mask,panel}.png."""
+    from PIL import Image
+
+    from hbjax.defense_plots import panel
+
+    cleaned_u8 = np.round(np.clip(np.asarray(one.image[0]), 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(cleaned_u8).save(stem + "_cleaned.png")
+    Image.fromarray(np.asarray(one.mask[0]).astype(np.uint8) * 255).save(stem + "_mask.png")
+    fig = panel(
+        x1, one, cleaned_logits=logits_clean1, blurred_logits=logits_blur1, class_names=names,
+        names=[label], title=title,
+    )  # fmt: skip
+    fig.savefig(stem + "_panel.png")
+
+
+def _record(path: str, stem: str, sigma: float, mask, before, after) -> dict:
+    return {
+        "path": path, "sigma": sigma, "restored_fraction": float(np.asarray(mask).mean()),
+        "before": [{"class": c, "index": k, "prob": round(p, 6)} for c, k, p in before],
+        "after": [{"class": c, "index": k, "prob": round(p, 6)} for c, k, p in after],
+        "outputs": {s: f"{stem}_{s}.png" for s in ("cleaned", "mask", "panel")},
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from hbjax import defense
+    from hbjax.defense_plots import top_classes
+
+    model = _model_for(args)
     sigma = args.sigma[0] if len(args.sigma) == 1 else tuple(args.sigma)
     binarize = {"rule": args.rule, "k": args.k} if args.rule == "std" else {"rule": "top", "fraction": args.fraction}
     fn = defense.heat_and_blur_fn(
@@ -140,42 +194,22 @@ def run(args: argparse.Namespace) -> int:
     key = jax.random.key(args.seed)
     records, skipped = [], []
     for j, batch in enumerate(chunks(list(range(len(files))), args.batch_size)):
-        images, kept = [], []
-        for i in batch:
-            try:
-                images.append(load_image(files[i], preprocess))
-                kept.append(i)
-            except Exception as e:  # a bad file is reported at the end, not fatal
-                skipped.append((files[i], f"{type(e).__name__}: {e}"))
+        x, kept = _read_batch(files, batch, preprocess, args.batch_size, skipped)
         if not kept:
             continue
-        x = np.zeros((args.batch_size, preprocess.size, preprocess.size, 3), np.float32)
-        x[: len(kept)] = np.stack(images).astype(np.float32) / 255.0  # padded: one compile
         out = clean(model.params, x, jax.random.fold_in(key, j))
         logits_clean = apply(model.params, out.image)
         logits_blur = apply(model.params, out.blurred)
         before = top_classes(out.logits, names, args.top_k)
         after = top_classes(logits_clean, names, args.top_k)
         for n, i in enumerate(kept):
-            stem = os.path.join(args.out, stems[i])
-            cleaned_u8 = np.round(np.clip(np.asarray(out.image[n]), 0, 1) * 255).astype(np.uint8)
-            Image.fromarray(cleaned_u8).save(stem + "_cleaned.png")
-            Image.fromarray(np.asarray(out.mask[n]).astype(np.uint8) * 255).save(stem + "_mask.png")
             one = defense.Cleaned(*(a[n : n + 1] for a in out))
-            fig = panel(
-                x[n : n + 1], one, cleaned_logits=logits_clean[n : n + 1],
-                blurred_logits=logits_blur[n : n + 1], class_names=names, names=[stems[i]],
-                title=f"Heat and Blur: {os.path.basename(files[i])}",
+            _save_one(
+                os.path.join(args.out, stems[i]), stems[i], f"Heat and Blur: {os.path.basename(files[i])}",
+                x[n : n + 1], one, logits_clean[n : n + 1], logits_blur[n : n + 1], names,
             )  # fmt: skip
-            fig.savefig(stem + "_panel.png")
             print(format_tops(files[i], before[n], after[n]), flush=True)
-            records.append({
-                "path": files[i], "sigma": float(out.sigma[n]),
-                "restored_fraction": float(np.asarray(out.mask[n]).mean()),
-                "before": [{"class": c, "index": k, "prob": round(p, 6)} for c, k, p in before[n]],
-                "after": [{"class": c, "index": k, "prob": round(p, 6)} for c, k, p in after[n]],
-                "outputs": {s: f"{stems[i]}_{s}.png" for s in ("cleaned", "mask", "panel")},
-            })  # fmt: skip
+            records.append(_record(files[i], stems[i], float(out.sigma[n]), out.mask[n], before[n], after[n]))
     with open(os.path.join(args.out, "predictions.json"), "w") as f:
         json.dump({"model": args.model, "sigma": args.sigma, "images": records}, f, indent=1)
     print(f"cleaned {len(records)} image(s) into {args.out}; skipped {len(skipped)} file(s)")

@@ -15,10 +15,12 @@ import argparse
 import csv
 import os
 import sys
+import tempfile
 from typing import Any, Sequence
 
 import numpy as np
 
+from hbjax.errors import HbjaxError
 from hbjax.models.checkpoint import FORMAT, CheckpointError, describe, load, save
 from hbjax.models.porting import PortingError, from_keras, from_torchvision
 
@@ -26,7 +28,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 KERAS_SUFFIXES = (".h5", ".hdf5")
 
 
-class PortError(ValueError):
+class PortError(HbjaxError):
     """The source file cannot be read as weights (wrong format, unsafe content, missing tool)."""
 
 
@@ -150,23 +152,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fold-batchnorm", action="store_true", help="fold batch norm into the convolutions"
     )
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     return parser
+
+
+MIN_INPUT_SIZE = 32  # a VGG halves its input five times
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option checked before any weight is read: the input size, and an ``--out`` that would
+    replace the source (refused always) or another existing file (refused without ``--force``)."""
+    if args.input_size < MIN_INPUT_SIZE:
+        raise PortError(f"--input-size {args.input_size}: expected an integer >= {MIN_INPUT_SIZE}")
+    src, out = os.path.abspath(args.src), os.path.abspath(args.out)
+    if os.path.isdir(out):
+        raise PortError(f"--out {args.out} is a directory; name the checkpoint file to write")
+    if os.path.exists(out) and (src == out or (os.path.exists(src) and os.path.samefile(src, out))):
+        raise PortError(f"--out {args.out} is the source file; writing it would destroy the source")
+    if os.path.exists(out) and not args.force:
+        raise PortError(f"--out {args.out} exists; pass --force to replace it")
+    directory = os.path.dirname(out)
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise PortError(f"--out {args.out}: {directory} is not a writable directory")
+
+
+def write_checked(model, out: str) -> dict:
+    """Writes the checkpoint through a temporary file that must load back and check out before it
+    takes the name ``out``; on any failure nothing is left behind. Returns its description."""
+    directory = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(out)}.", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save(model, tmp)
+        summary = describe(load(tmp))  # read back: the written file loads and checks out
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_options(args)
         names, ids = read_class_names(args.class_names) if args.class_names else (None, None)
         model = port(args.src, args.arch, class_names=names, class_ids=ids, input_size=args.input_size)
         if args.fold_batchnorm:
             from hbjax.models.model import fold_batchnorm
 
             model = fold_batchnorm(model)
-        save(model, args.out)
-        summary = describe(load(args.out))  # read back: the written file loads and checks out
-    except (PortError, PortingError, CheckpointError, OSError) as e:
+        summary = write_checked(model, args.out)
+    except (HbjaxError, OSError) as e:  # PortError, PortingError, CheckpointError, ...
         print(f"hbjax-port: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"hbjax-port: interrupted; {args.out} was not written", file=sys.stderr)
+        return 130
     print(
         f"wrote {args.out}: {summary['arch']}, {summary['num_classes']} classes, "
         f"{summary['parameters']:,} parameters, from {summary['source']} ({args.src})"

@@ -20,11 +20,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from hbjax import xla
+from hbjax.errors import HbjaxError
 from hbjax.data.folder import IMAGE_EXTENSIONS, load_image
 from hbjax.data.preprocess import Preprocess
 
 
-class PredictError(ValueError):
+class PredictError(HbjaxError):
     """Bad command-line input: no such path, no images, an unusable model."""
 
 
@@ -99,9 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except PredictError as e:
+    except HbjaxError as e:  # PredictError and every library error on bad input
         print(f"hbjax-predict: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("hbjax-predict: interrupted", file=sys.stderr)
+        return 130
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Image folders in the ``root/split/class/image`` layout, decoded with Pillow.
 
-Yields batches of float32 [0, 1] NHWC arrays and int32 labels. Grayscale, palette, CMYK and RGBA
-images are converted to RGB (alpha dropped); files that are not images or are corrupt are skipped and
+Yields batches of float32 [0, 1] NHWC arrays and int32 labels. Every Pillow mode is converted to
+RGB with its values scaled (16-bit and float images included; alpha dropped, see :func:`to_rgb8`); files that are not images or are corrupt are skipped and
 counted in :attr:`ImageFolder.skipped`, never a crash mid-run.
 """
 
@@ -21,21 +21,41 @@ from hbjax.data.preprocess import Preprocess, preprocess_image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class DataError(ValueError):
-    """A data folder is missing, empty or malformed."""
+from hbjax.errors import DataError  # noqa: E402  (re-exported: hbjax.data.DataError)
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """An image of any Pillow mode as 8-bit RGB, its values scaled, never clipped to white:
+
+    - ``I;16`` (16-bit grayscale: PNG, TIFF) and ``I`` (32-bit integers; 16-bit data in practice):
+      v / 65535 * 255, rounded (``I`` clipped to [0, 65535] first);
+    - ``F`` (32-bit float): values in [0, 1] when the image's maximum is at most 1, else Pillow's
+      0-255 scale; clipped, rounded;
+    - alpha (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour): dropped, as
+      torchvision's ``ImageFolder`` does (the stored colours are kept);
+    - every other mode (``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ...): Pillow's ``convert("RGB")``.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode == "I":
+        v = np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 65535.0 * 255.0
+        return Image.fromarray(np.round(v).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        v = np.asarray(img, dtype=np.float64)
+        v = v * 255.0 if v.size and np.nanmax(v) <= 1.0 else v
+        return Image.fromarray(np.round(np.clip(np.nan_to_num(v), 0, 255)).astype(np.uint8), "L").convert("RGB")
+    if "A" in img.mode or "a" in img.mode or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
 
 
 def load_image(path: str, preprocess: Preprocess) -> np.ndarray:
-    """Decodes one image file to uint8 (H, W, 3) RGB following ``preprocess``.
-
-    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha dropped). Raises
-    PIL's errors (``UnidentifiedImageError``, ``OSError`` for truncated files, ...) on bad files.
-    """
+    """Decodes one image file to uint8 (H, W, 3) RGB following ``preprocess`` (modes other than
+    RGB through :func:`to_rgb8`). Raises PIL's errors (``UnidentifiedImageError``, ``OSError`` for
+    truncated files, ...) on bad files."""
     with Image.open(path) as img:
         img.load()
-        if img.mode != "RGB":
-            img = img.convert("RGBA").convert("RGB") if "A" in img.mode else img.convert("RGB")
-        return preprocess_image(img, preprocess)
+        return preprocess_image(to_rgb8(img), preprocess)
 
 
 @dataclasses.dataclass

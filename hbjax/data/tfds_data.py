@@ -195,6 +195,21 @@ def load_tfds(
     return TfdsData(_batched(tf, ds, preprocess, batch_size, limit), names, num_examples, limit)
 
 
+# where tfds downloads a dataset from (the first host it contacts; "*": tfds' own bucket)
+DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu", "*": "storage.googleapis.com"}
+
+
+def unreachable(host: str, *, port: int = 443, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to host:port opens within ``timeout`` seconds, else the reason."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def _prepare(tfds: Any, builder: Any, name: str, data_dir, manual_dir, download: bool) -> None:
     where = builder.data_dir
     if not download:
@@ -212,6 +227,15 @@ def _prepare(tfds: Any, builder: Any, name: str, data_dir, manual_dir, download:
             raise DataError(
                 f"imagenet2012: manual_dir {os.fspath(manual_dir)!r} does not exist or is empty; "
                 "it must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"
+            )
+    else:
+        host = DOWNLOAD_HOSTS.get(name, DOWNLOAD_HOSTS["*"])
+        reason = unreachable(host)
+        if reason is not None:  # fail in seconds, not after tfds' minutes of retries
+            raise DataError(
+                f"tfds cannot download {name!r} into {where}: no network ({host}: {reason}). Offline, "
+                "read an image folder (data=folder data.root=DIR), the packaged sample "
+                "(data=cifar10_sample), or pass data.data_dir= where the dataset was prepared"
             )
     config = tfds.download.DownloadConfig(
         manual_dir=os.fspath(manual_dir) if manual_dir is not None else None

@@ -14,8 +14,7 @@ from hbjax import xla
 from hbjax.experiment.protocol import TARGET_MODES, Components
 
 
-class ConfigError(ValueError):
-    """An experiment config names something that does not exist or does not fit together."""
+from hbjax.errors import ConfigError  # noqa: E402  (re-exported for existing imports)
 
 
 def _get(cfg: Mapping, key: str, where: str) -> Any:
@@ -68,6 +67,7 @@ class DataSource:
 def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: int) -> DataSource:
     """Opens the data source of the ``data`` config group; fails early when it is unusable.
 
+    ``sample`` is the CIFAR-10 test sample shipped in the package (an image folder inside it).
     Image folders are read in a fixed pseudo-random order (``seed``) so that the first
     ``num_examples`` images cover every class; tfds splits in their own order.
     """
@@ -77,6 +77,13 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
     preprocess = Preprocess(cfg.get("preprocess", "cifar"))
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if source == "sample":
+        from hbjax.data import cifar10_sample_root
+
+        if cfg.get("name", "cifar10") != "cifar10":
+            raise ConfigError(f"data.name: the shipped sample is cifar10, got {cfg.get('name')!r}")
+        cfg = {**cfg, "source": "folder", "root": cifar10_sample_root()}
+        source = "folder"
     if source == "folder":
         root = _get(cfg, "root", "data")
         try:
@@ -126,7 +133,7 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
 
         num_batches = -(-total // batch_size)
         return DataSource(list(ds.class_names), num_batches, iterate, f"tfds {name}")
-    raise ConfigError(f"data.source {source!r} is not one of folder, tfds")
+    raise ConfigError(f"data.source {source!r} is not one of sample, folder, tfds")
 
 
 # --------------------------------------------------------------------------------------- metrics
@@ -231,10 +238,10 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
     if attack_cfg.get("defended", False):
         # attack the defended classifier itself (BPDA through the mask and argmax, a fresh sigma
         # draw per query or EOT sample); only attacks that take a randomised classifier can
-        if not getattr(attack_fn, "accepts_randomized", False):
+        if not hbjax.attacks.metadata(name)["accepts_randomized"]:
             raise ConfigError(f"attack.defended: {name} cannot attack the defended classifier")
         logits_fn = hbjax.attacks.defended_logits(model, defense=dict(defense_kwargs))
-    if getattr(attack_fn, "needs_model", False):
+    if hbjax.attacks.metadata(name)["needs_model"]:
         # adaptive attacks act on the defended model and need its parts (LRP, blur)
         params = dict(params, defense=dict(defense_kwargs))
 

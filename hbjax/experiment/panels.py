@@ -7,18 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax.experiment.protocol import Components, choose_targets
+from hbjax.experiment.protocol import Components, attack_and_clean, batch_keys
 
 
 def panel_arrays(cfg, model, c: Components, x: np.ndarray, labels: np.ndarray, key: jax.Array) -> dict:
-    """Recomputes the protocol's steps for (x, labels) with the batch key and keeps the images."""
-    k_target, k_attack, k_clean_adv, _ = jax.random.split(key, 4)
+    """Recomputes the protocol's attack and cleaning for (x, labels) with the batch key (the same
+    steps and keys as :func:`hbjax.experiment.protocol.evaluate_batch`) and keeps the images."""
     x = jnp.asarray(x)
     labels = jnp.asarray(labels)
-    logits_b = c.forward(x)
-    targets = choose_targets(logits_b, labels, k_target, c.target_mode) if c.targeted else None
-    x_adv = jnp.clip(c.attack(x, labels, k_attack, targets).x_adv, 0.0, 1.0)
-    cleaned = c.clean(x_adv, k_clean_adv)
+    logits_b, _, _, x_adv, cleaned = attack_and_clean(c, x, labels, batch_keys(key))
     out = {
         "x": x, "x_adv": x_adv, "x_blurred": cleaned.blurred, "x_cleaned": cleaned.image,
         "mask": cleaned.mask, "heatmap": cleaned.heatmap, "labels": labels,

@@ -9,11 +9,13 @@ against the benign logits, L2 / Linf distances to the benign image.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hbjax.metrics import distances, topk_correct
 
 TARGET_MODES = ("random", "least_likely", "second")
 
@@ -53,30 +55,49 @@ def choose_targets(logits: jax.Array, labels: jax.Array, key: jax.Array, mode: s
     raise ValueError(f"unknown target mode {mode!r}; expected one of {TARGET_MODES}")
 
 
-def _distances(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    d = (a - b).reshape(a.shape[0], -1)
-    return jnp.sqrt(jnp.sum(d * d, axis=1)), jnp.max(jnp.abs(d), axis=1)
+class BatchKeys(NamedTuple):
+    """The keys of a batch's random steps, split once from the batch key (the Figure 3 panels
+    recompute a batch with the same ones)."""
+
+    target: jax.Array
+    attack: jax.Array
+    clean_adv: jax.Array
+    clean_benign: jax.Array
 
 
-def _top5_hit(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    k = min(5, logits.shape[-1])
-    _, idx = jax.lax.top_k(logits, k)
-    return jnp.any(idx == labels[:, None], axis=-1)
+def batch_keys(key: jax.Array) -> BatchKeys:
+    return BatchKeys(*jax.random.split(key, 4))
+
+
+class Attacked(NamedTuple):
+    """The attack half of a batch: benign logits, targets (None when untargeted), the attack's
+    result, the adversarial images clipped to [0, 1] and their Heat and Blur cleaning."""
+
+    logits_benign: jax.Array
+    targets: jax.Array | None
+    result: Any
+    x_adv: jax.Array
+    cleaned: Any
+
+
+def attack_and_clean(c: Components, x: jax.Array, labels: jax.Array, keys: BatchKeys) -> Attacked:
+    logits_b = c.forward(x)
+    targets = choose_targets(logits_b, labels, keys.target, c.target_mode) if c.targeted else None
+    result = c.attack(x, labels, keys.attack, targets)
+    x_adv = jnp.clip(result.x_adv, 0.0, 1.0)
+    cleaned = c.clean(x_adv, keys.clean_adv)  # its first forward gives the adversarial logits
+    return Attacked(logits_b, targets, result, x_adv, cleaned)
 
 
 def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Array) -> dict[str, np.ndarray]:
-    """Per-example columns for one batch (numpy arrays of length B)."""
-    k_target, k_attack, k_clean_adv, k_clean_benign = jax.random.split(key, 4)
-    logits_b = c.forward(x)
+    """Per-example columns for one batch (numpy arrays of length B), in the order of :func:`column_names`."""
+    keys = batch_keys(key)
+    logits_b, targets, result, x_adv, cleaned = attack_and_clean(c, x, labels, keys)
     pred_b = jnp.argmax(logits_b, -1)
-    targets = choose_targets(logits_b, labels, k_target, c.target_mode) if c.targeted else None
-    result = c.attack(x, labels, k_attack, targets)
-    x_adv = jnp.clip(result.x_adv, 0.0, 1.0)
-    cleaned = c.clean(x_adv, k_clean_adv)  # its first forward gives the adversarial logits
     logits_adv = cleaned.logits
     pred_adv = jnp.argmax(logits_adv, -1)
     adv_label = targets if c.targeted else pred_adv
-    control = c.clean(x, k_clean_benign)
+    control = c.clean(x, keys.clean_benign)
     views = {
         "adv": (x_adv, logits_adv),
         "cleaned": (cleaned.image, c.forward(cleaned.image)),
@@ -95,19 +116,23 @@ def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Arra
         pred = jnp.argmax(logits, -1)
         cols[f"pred_{view}"] = pred
         cols[f"top1_{view}"] = pred == labels
-        cols[f"top5_{view}"] = _top5_hit(logits, labels)
+        cols[f"top5_{view}"] = topk_correct(logits, labels, k=min(5, logits.shape[-1]))
         cols[f"target_hit_{view}"] = pred == adv_label
         scores = c.ndcg(logits_b, logits)
         for i, k in enumerate(c.ks):
             cols[f"ndcg{k}_{view}"] = scores[:, i]
         cols[f"ndcg_full_{view}"] = scores[:, len(c.ks)]
-        cols[f"l2_{view}"], cols[f"linf_{view}"] = _distances(xv, x)
+        cols[f"l2_{view}"], cols[f"linf_{view}"] = distances(xv, x)
     cols["sigma_cleaned"] = cleaned.sigma
     cols["mask_fraction_cleaned"] = jnp.mean(cleaned.mask.reshape(x.shape[0], -1), axis=1)
     cols["mask_fraction_control"] = jnp.mean(control.mask.reshape(x.shape[0], -1), axis=1)
+    names = column_names(c.ks)
+    if sorted(cols) != sorted(names):  # column_names is the one list of the columns
+        differ = sorted(set(cols) ^ set(names))
+        raise AssertionError(f"evaluate_batch's columns differ from column_names: {differ}")
     out = {}
-    for name, value in cols.items():
-        arr = np.asarray(value)
+    for name in names:
+        arr = np.asarray(cols[name])
         if arr.dtype == bool:
             arr = arr.astype(np.int8)
         out[name] = arr
@@ -115,7 +140,8 @@ def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Arra
 
 
 def column_names(ks: Sequence[int]) -> list[str]:
-    """The columns :func:`evaluate_batch` returns, in order (for checks and docs)."""
+    """The columns :func:`evaluate_batch` returns, in this order (it checks that it computes exactly
+    these)."""
     names = ["label", "benign_pred", "benign_correct", "target", "adv_label", "attack_success", "model_calls"]
     for view in ("adv", "cleaned", "control"):
         names += [f"pred_{view}", f"top1_{view}", f"top5_{view}", f"target_hit_{view}"]

@@ -39,10 +39,12 @@ from hbjax.lrp.rules import (
     zplus,
 )
 
+# The public surface: what users call. The machinery (LinearOp, LayerRule, lrp_linear, relu_pass,
+# stabilize, build_plan, forward) stays importable from its module but is not part of it.
 __all__ = [
-    "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "LayerRule", "LinearOp", "Mod", "Rule",
-    "Term", "alpha_beta", "binarize", "build_plan", "epsilon", "explain_figure", "flat", "forward", "gamma",
-    "get_composite", "heatmap", "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "lrp_linear",
-    "make_rule", "max_pool_winner", "norm", "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn",
-    "relu_pass", "stabilize", "wsquare", "zbox", "zplus",
+    "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "Mod", "Rule", "Term", "alpha_beta",
+    "binarize", "epsilon", "explain_figure", "flat", "gamma", "get_composite", "heatmap",
+    "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "make_rule", "norm",
+    "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn", "wsquare",
+    "zbox", "zplus",
 ]  # fmt: skip

@@ -45,6 +45,8 @@ import numpy as np
 from hbjax import xla
 from hbjax.lrp.composites import Composite, get_composite
 from hbjax.lrp.network import Step, build_plan, forward
+from hbjax import validation
+from hbjax.errors import InputError
 from hbjax.models.model import Model, check_images
 from hbjax.models.vgg import Normalization
 
@@ -54,7 +56,7 @@ ExplainFn = Callable[[Any, jnp.ndarray, "jnp.ndarray | None"], tuple[jnp.ndarray
 
 
 def initial_relevance(
-    logits: jnp.ndarray, targets: jnp.ndarray, method: str = "lrp", scale_by_logit: bool = False
+    logits: jnp.ndarray, targets: jnp.ndarray, *, method: str = "lrp", scale_by_logit: bool = False
 ) -> jnp.ndarray:
     """R_top for ``method`` (see the module docstring): (B, N), or (2, B, N) for ``clrp``
     (the target's and the dual's)."""
@@ -83,7 +85,7 @@ def _explain(plan, normalization: Normalization, method: str, scale_by_logit: bo
     logits, vjp = jax.vjp(lambda a: forward(plan, variables, a, bounds), xn)
     if targets is None:
         targets = jnp.argmax(logits, axis=-1)
-    r_top = initial_relevance(logits, targets, method, scale_by_logit)
+    r_top = initial_relevance(logits, targets, method=method, scale_by_logit=scale_by_logit)
     if output_relu:  # the VJP of a ReLU on the logits
         r_top = jnp.where(logits > 0, r_top, 0)
     if method == "clrp":
@@ -126,8 +128,8 @@ def _check_method(method: str, scale_by_logit: bool) -> None:
 
 def relevance_fn(
     model: Model,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
     output: str = "relevance",
@@ -158,23 +160,23 @@ def _check_targets(targets: Any, batch: int, num_classes: int) -> jnp.ndarray | 
     else:
         t = np.asarray(targets)
         if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(f"targets must be integer class indices; got dtype {t.dtype}")
+            raise InputError(f"targets must be integer class indices; got dtype {t.dtype}")
         if t.size and (t.min() < 0 or t.max() >= num_classes):
-            raise ValueError(
+            raise InputError(
                 f"targets must lie in [0, {num_classes}); got values in [{t.min()}, {t.max()}]"
             )
     if t.ndim == 0:
         t = jnp.broadcast_to(t, (batch,))
     if t.shape != (batch,):
-        raise ValueError(f"targets must be one class index per image, shape ({batch},); got {t.shape}")
+        raise InputError(f"targets must be one class index per image, shape ({batch},); got {t.shape}")
     return jnp.asarray(t, jnp.int32)
 
 
 def _run(model, x, targets, composite, method, scale_by_logit, output):
-    check_images(x)
+    validation.check_images(x, where="hbjax.lrp")
     if isinstance(x, np.ndarray):
         x = jnp.asarray(x)
-    fn = relevance_fn(model, composite, method=method, scale_by_logit=scale_by_logit, output=output)
+    fn = relevance_fn(model, composite=composite, method=method, scale_by_logit=scale_by_logit, output=output)
     t = _check_targets(targets, x.shape[0], model.num_classes)
     return fn(model.params, x, t)
 
@@ -183,8 +185,8 @@ def relevance_and_logits(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -210,8 +212,8 @@ def relevance(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> jnp.ndarray:
@@ -221,7 +223,7 @@ def relevance(
     relevance over an image approximates R_top's total (1, or the logit with ``scale_by_logit``).
     """
     return relevance_and_logits(
-        model, x, targets, composite, method=method, scale_by_logit=scale_by_logit
+        model, x, targets, composite=composite, method=method, scale_by_logit=scale_by_logit
     )[0]
 
 
@@ -229,8 +231,8 @@ def heatmap_and_logits(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -244,15 +246,15 @@ def heatmap(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     method: str = "lrp",
     scale_by_logit: bool = False,
 ) -> jnp.ndarray:
     """Heatmap (B, H, W) of ``targets``: the channel sum of :func:`relevance` (``lrp``,
     ``sglrp``), or max(0, channel sum) of the contrastive relevance (``clrp``)."""
     return heatmap_and_logits(
-        model, x, targets, composite, method=method, scale_by_logit=scale_by_logit
+        model, x, targets, composite=composite, method=method, scale_by_logit=scale_by_logit
     )[0]
 
 
@@ -260,8 +262,8 @@ def layer_relevances(
     model: Model,
     x: jnp.ndarray,
     targets: Any = None,
-    composite: str | Composite | dict = "dtd",
     *,
+    composite: str | Composite | dict = "dtd",
     scale_by_logit: bool = False,
 ) -> list[tuple[str, jnp.ndarray]]:
     """LRP relevance at every layer boundary, for inspection and conservation checks.
@@ -288,7 +290,7 @@ def layer_relevances(
         probes = [jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(outputs, xn)]
         logits, vjp = jax.vjp(lambda a, p: forward(plan, variables, a, bounds, probes=p), xn, probes)
         t = jnp.argmax(logits, axis=-1) if t is None else t
-        r_top = initial_relevance(logits, t, "lrp", scale_by_logit)
+        r_top = initial_relevance(logits, t, method="lrp", scale_by_logit=scale_by_logit)
         if comp.output_relu:
             r_top = jnp.where(logits > 0, r_top, 0)
         r_in, r_steps = vjp(r_top)

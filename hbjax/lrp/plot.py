@@ -76,10 +76,10 @@ def explain_figure(
     if not 2 <= other_rank <= 5:
         raise ValueError(f"other_rank must be 2..5 (a top-5 class other than the prediction), got {other_rank}")
     x = jnp.asarray(x)
-    h_pred, logits = heatmap_and_logits(model, x, None, composite, method=method)
+    h_pred, logits = heatmap_and_logits(model, x, None, composite=composite, method=method)
     order = jnp.argsort(-logits, axis=-1)
     other = order[:, other_rank - 1]
-    h_other = heatmap(model, x, other, composite, method=method)
+    h_other = heatmap(model, x, other, composite=composite, method=method)
     mask = binarize(h_pred, rule, k=k, fraction=fraction)
     names = list(class_names) if class_names is not None else model.class_names
     probs = np.asarray(jnp.exp(logits - logits.max(-1, keepdims=True)))

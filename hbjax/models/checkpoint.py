@@ -25,8 +25,7 @@ FORMAT_VERSION = "1"
 SHIPPED = {"vgg19_cifar": "vgg19_cifar.safetensors"}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, not a checkpoint, or does not match its metadata."""
+from hbjax.errors import CheckpointError  # noqa: E402  (re-exported: hbjax.models.CheckpointError)
 
 
 def _flatten(variables: dict) -> dict[str, np.ndarray]:
@@ -62,11 +61,12 @@ def save(model: Model, path: str | os.PathLike) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
     try:
         save_file(_flatten(model.params), tmp, metadata=metadata)
+        # mkstemp creates 0600 and save_file may recreate the file: set an ordinary file's mode last
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

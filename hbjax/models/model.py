@@ -29,7 +29,7 @@ CIFAR10_CLASSES = (
 )  # fmt: skip
 
 
-def check_images(x: Any, name: str = "x") -> None:
+def check_images(x: Any, *, name: str = "x") -> None:
     """Raises a ValueError naming the problem when x is not a (B, H, W, 3) floating batch."""
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
@@ -106,7 +106,7 @@ def vgg(
     **layer_kwargs: Any,
 ) -> Model:
     """An ImageNet-layout VGG (torchvision's) with random Flax-initialised weights."""
-    layers = vgg_layers(arch, num_classes, **layer_kwargs)
+    layers = vgg_layers(arch, num_classes=num_classes, **layer_kwargs)
     normalization = normalization or Normalization(IMAGENET_MEAN, IMAGENET_STD)
     key = jax.random.key(0) if key is None else key
     params = init_params(layers, normalization, key, input_size)
@@ -135,7 +135,7 @@ def vgg_cifar(
     each conv (for training; fold it with :func:`fold_batchnorm` before use).
     """
     layers = vgg_layers(
-        arch, num_classes, width=width, batchnorm=batchnorm, classifier=classifier,
+        arch, num_classes=num_classes, width=width, batchnorm=batchnorm, classifier=classifier,
         pool_size=None, dropout=dropout,
     )  # fmt: skip
     normalization = Normalization(CIFAR10_MEAN, CIFAR10_STD)

@@ -28,8 +28,7 @@ from hbjax.models.vgg import (
 )
 
 
-class PortingError(ValueError):
-    """A state dict or weight file does not match the architecture."""
+from hbjax.errors import PortingError  # noqa: E402  (re-exported: hbjax.models.PortingError)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -87,7 +86,7 @@ def from_torchvision(
     if last_key not in sd:
         raise PortingError(f"state dict for {arch} has no {last_key!r}; is it a torchvision VGG?")
     num_classes = int(sd[last_key].shape[0])
-    layers = vgg_layers(base, num_classes, batchnorm=batchnorm)
+    layers = vgg_layers(base, num_classes=num_classes, batchnorm=batchnorm)
     key_map = torchvision_key_map(layers)
     h, w, c = flatten_dim(layers, input_size)
     params: dict = {}
@@ -259,7 +258,7 @@ def from_keras(
     if "predictions" not in weights:
         raise PortingError(f"{path}: no 'predictions' layer; is it a Keras VGG with include_top?")
     num_classes = int(weights["predictions"][0].shape[-1])
-    layers = vgg_layers(base, num_classes)
+    layers = vgg_layers(base, num_classes=num_classes)
     names = _keras_names(layers)
     params: dict = {}
     in_channels = 3

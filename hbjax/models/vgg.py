@@ -78,8 +78,8 @@ class Normalization:
 
 def vgg_layers(
     arch: str,
-    num_classes: int = 1000,
     *,
+    num_classes: int = 1000,
     width: float = 1.0,
     batchnorm: bool = False,
     classifier: Sequence[int] = (4096, 4096),
