@@ -22,7 +22,7 @@ def _evaluate(args):
     "attack, overrides",
     [
         ("apgd_ce", ["attack.params.steps=3", "attack.params.eot=2"]),
-        ("square", ["attack.params.queries=4"]),
+        ("square", ["attack.params.queries=4", "~attack.params.steps"]),  # smoke sets steps
         ("autoattack_rand", ["attack.params.steps=2", "attack.params.eot=2"]),
     ],
 )

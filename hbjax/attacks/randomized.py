@@ -76,9 +76,7 @@ class _DefendedSampler:
 
     clean: Callable
     apply: Callable
-    sigma: Any
-    mode: str
-    truncate: float
+    config: Any  # hbjax.defense.HeatAndBlur
     backward: str
 
     def __call__(self, params: Any, x: jax.Array, keys: jax.Array) -> jax.Array:
@@ -86,19 +84,12 @@ class _DefendedSampler:
 
         s, n = keys.shape[0], x.shape[0]
         mask = jax.lax.stop_gradient(self.clean(params, x, keys[0]).mask)
-        if isinstance(self.sigma, tuple):
-            low, high = self.sigma
-            sigmas = jax.vmap(
-                lambda k: jax.random.uniform(k, (n,), x.dtype, minval=low, maxval=high)
-            )(keys).reshape(-1)
-            sigma_max = float(high)
+        if isinstance(self.config.sigma, tuple):
+            sigmas = jax.vmap(lambda k: self.config.draw_sigma(k, n, x.dtype))(keys).reshape(-1)
         else:
-            sigmas, sigma_max = float(self.sigma), float(self.sigma)
+            sigmas = float(self.config.sigma)
         xs = jnp.tile(x, (s,) + (1,) * (x.ndim - 1))
-        blurred = defense.gaussian_blur(
-            xs, sigmas, truncate=self.truncate, mode=self.mode, sigma_max=sigma_max
-        )
-        cleaned = defense.restore(xs, blurred, jnp.tile(mask, (s, 1, 1)))
+        cleaned, _ = defense.blur_and_restore(xs, jnp.tile(mask, (s, 1, 1)), sigmas, config=self.config)
         if self.backward == "identity":
             cleaned = xs + jax.lax.stop_gradient(cleaned - xs)
         logits = self.apply(params, cleaned)
@@ -125,18 +116,11 @@ def defended_logits(
 
     S draws cost one LRP pass (for the mask) and S forward passes.
     """
-    from hbjax.attacks.adaptive import _clean_fn
+    from hbjax.attacks.adaptive import _defense_of
 
     base.check_choice(backward, BACKWARDS, "backward", "defended_logits")
-    clean, kwargs = _clean_fn(model, defense)
-    sigma = kwargs.get("sigma", 1.0)
-    sigma = tuple(float(s) for s in sigma) if isinstance(sigma, tuple) else float(sigma)
-    if isinstance(sigma, tuple) and sigma[0] == sigma[1]:
-        sigma = sigma[0]
-    sampler = _DefendedSampler(
-        clean, base._model_apply(model.module), sigma, kwargs.get("mode", "reflect"),
-        float(kwargs.get("truncate", 4.0)), backward,
-    )  # fmt: skip
+    clean, config = _defense_of(model, defense)
+    sampler = _DefendedSampler(clean, base._model_apply(model.module), config, backward)
     params = model.params if params is None else params
     return Randomized(jax.tree_util.Partial(sampler, params))
 
