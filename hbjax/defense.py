@@ -71,10 +71,6 @@ def kernel_radius(sigma_max: float, *, truncate: float = 4.0) -> int:
     return int(truncate * float(sigma_max) + 0.5)
 
 
-def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_mode(mode: str) -> str:
     if mode not in BORDER_MODES:
         raise ValueError(f"unknown border mode {mode!r}; expected one of {tuple(BORDER_MODES)}")
@@ -116,7 +112,7 @@ def gaussian_blur(
     per_image = jnp.ndim(sigma) > 0
     if per_image and jnp.shape(sigma) != (x.shape[0],):
         raise ValueError(f"sigma must be a float or one value per image ({x.shape[0]},); got shape {jnp.shape(sigma)}")
-    if _is_concrete(sigma):
+    if validation.is_concrete(sigma):
         s = np.asarray(sigma, np.float64)
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise ValueError(f"sigma must be positive and finite; got {sigma}")

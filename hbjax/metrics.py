@@ -55,10 +55,6 @@ _FULL_STEPS = 4
 # argument checks (eager; skipped for tracers, where nan inputs propagate to nan outputs)
 
 
-def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 @jax.jit
 def _row_sums(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(x, axis=-1)
@@ -79,7 +75,7 @@ def _check_logits(benign_logits: Any, other_logits: Any) -> tuple[jnp.ndarray, j
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"{name} must be floating point; got dtype {x.dtype}")
         # a nan or inf anywhere makes its row's sum non-finite (one cheap pass)
-        if _is_concrete(x) and not bool(jnp.isfinite(_row_sums(x)).all()):
+        if validation.is_concrete(x) and not bool(jnp.isfinite(_row_sums(x)).all()):
             bad = np.argwhere(~np.isfinite(np.asarray(x)))
             if not len(bad):  # finite values whose sum overflows
                 raise ValueError(f"{name} are too large: a row's sum overflows {x.dtype}")

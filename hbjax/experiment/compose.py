@@ -138,29 +138,25 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
 
 # --------------------------------------------------------------------------------------- metrics
 def coverage_pair(value: Any) -> tuple[float, float]:
-    """metrics.coverage: a float (both C_b and C_a) or a pair (C_b, C_a), each in (0, 1]."""
-    if isinstance(value, (int, float)):
-        pair = (float(value), float(value))
-    else:
-        values = list(value)
-        if len(values) != 2:
-            raise ConfigError(f"metrics.coverage must be a float or a pair, got {values}")
-        pair = (float(values[0]), float(values[1]))
-    if not all(0.0 < c <= 1.0 for c in pair):
-        raise ConfigError(f"metrics.coverage values must lie in (0, 1], got {pair}")
-    return pair
+    """metrics.coverage: a float (both C_b and C_a) or a pair (C_b, C_a), each in (0, 1], checked
+    by :func:`hbjax.metrics.ndcg`'s own check."""
+    from hbjax.metrics import _check_coverage
+
+    try:
+        return _check_coverage(value if isinstance(value, (int, float)) else list(value))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"metrics.coverage: {e}") from None
 
 
 def sigma_value(value: Any) -> float | tuple[float, float]:
-    """defense.sigma: a float or a (low, high) pair with 0 < low <= high."""
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ConfigError(f"defense.sigma must be positive, got {value}")
-        return float(value)
-    values = [float(v) for v in value]
-    if len(values) != 2 or not 0 < values[0] <= values[1]:
-        raise ConfigError(f"defense.sigma must be a float or a pair 0 < low <= high, got {values}")
-    return values[0], values[1]
+    """defense.sigma: a float or a (low, high) pair with 0 < low <= high (a pair low == high is
+    that float), checked by :mod:`hbjax.defense`'s own check."""
+    from hbjax.defense import _check_sigma
+
+    try:
+        return _check_sigma(value if isinstance(value, (int, float)) else list(value))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"defense.sigma: {e}") from None
 
 
 # -------------------------------------------------------------------------------------- assemble

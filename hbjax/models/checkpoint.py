@@ -23,6 +23,9 @@ from hbjax.models.vgg import Normalization, Sequential
 FORMAT = "hbjax-checkpoint"
 FORMAT_VERSION = "1"
 SHIPPED = {"vgg19_cifar": "vgg19_cifar.safetensors"}
+# Pretrained models converted on first use from a weight package into the cache
+# (hbjax.models.efficientnet_weights).
+CONVERTED = ("efficientnet_lite0",)
 
 
 from hbjax.errors import CheckpointError  # noqa: E402  (re-exported: hbjax.models.CheckpointError)
@@ -49,6 +52,10 @@ def save(model: Model, path: str | os.PathLike) -> str:
     """Writes the model to ``path`` (safetensors) atomically; returns the path."""
     from safetensors.numpy import save_file
 
+    if (model.meta or {}).get("family") == "efficientnet_lite":
+        from hbjax.models.efficientnet_weights import save as save_efficientnet
+
+        return save_efficientnet(model, path)
     path = os.fspath(path)
     metadata = {
         "format": FORMAT,
@@ -99,8 +106,13 @@ def shipped_path(name: str) -> str:
 
 
 def load(name_or_path: str | os.PathLike) -> Model:
-    """A shipped model by name (``"vgg19_cifar"``) or a checkpoint file written by :func:`save`."""
+    """A shipped model by name (``"vgg19_cifar"``), a pretrained one converted on first use
+    (``"efficientnet_lite0"``, needs ``pip install "hbjax[imagenet]"``), or a checkpoint file."""
     name = os.fspath(name_or_path)
+    if name in CONVERTED:
+        from hbjax.models.efficientnet_weights import load_pretrained
+
+        return load_pretrained(name)
     if name in SHIPPED:
         path = shipped_path(name)
         if not os.path.exists(path):
@@ -112,7 +124,8 @@ def load(name_or_path: str | os.PathLike) -> Model:
         path = name
         if not os.path.exists(path):
             raise CheckpointError(
-                f"{path}: no such checkpoint file, and not a shipped model name ({sorted(SHIPPED)})"
+                f"{path}: no such checkpoint file, and not a shipped model name "
+                f"({sorted(SHIPPED) + list(CONVERTED)})"
             )
     return _load_file(path)
 
@@ -180,6 +193,10 @@ def _load_file(path: str) -> Model:
         raise
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if metadata.get("family") == "efficientnet_lite":
+        from hbjax.models.efficientnet_weights import model_from_checkpoint
+
+        return model_from_checkpoint(path, metadata, flat)
     try:
         meta = json.loads(metadata["meta"])
         layers = tuple(LayerSpec.from_dict(d) for d in json.loads(metadata["layers"]))
