@@ -231,6 +231,12 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
         )
     targeted = bool(attack_cfg.get("targeted", False))
     logits_fn = hbjax.attacks.model_logits(model)
+    if attack_cfg.get("defended", False):
+        # attack the defended classifier itself (BPDA through the mask and argmax, a fresh sigma
+        # draw per query or EOT sample); only attacks that take a randomised classifier can
+        if not hbjax.attacks.metadata(name)["accepts_randomized"]:
+            raise ConfigError(f"attack.defended: {name} cannot attack the defended classifier")
+        logits_fn = hbjax.attacks.defended_logits(model, defense=dict(defense_kwargs))
     if hbjax.attacks.metadata(name)["needs_model"]:
         # adaptive attacks act on the defended model and need its parts (LRP, blur)
         params = dict(params, defense=dict(defense_kwargs))
