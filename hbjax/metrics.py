@@ -10,7 +10,11 @@ p = softmax(l), both ranked by p descending (ties broken by the lower class inde
   else 0, where r = l (``relevance="logit"``, the paper) or r = p (``relevance="prob"``).
 - Other image (eq. 4): R_a[j] = R_b of the class that a ranks j-th, for j <= K2 = K(p_a, C_a), else 0.
 - DCG_k = sum_{j <= k} (2^R[j] - 1) / log2(1 + j) (eq. 5).
-- NDCG@k(a) = DCG_min(k, K2)(a) / DCG_min(k, K1)(b) (eq. 6); eq. 7 is the case k = N (``k=None``).
+- NDCG@k(a) = DCG_min(k, K2)(a) / DCG_K1(b) (eq. 6): one normaliser for every k, the IDCG "given by
+  the predictions for the benign image"; eq. 7 is the case k = N (``k=None``). NDCG@k is therefore
+  non-decreasing in k when the relevances are non-negative, reaches its eq. 7 value at k >= K2, and
+  is 1 for a = b only from k >= K1 on (below, DCG_k(b) / DCG_K1(b) < 1): the curves of the paper's
+  section 5.1 and Figure 5 rise with k.
 
 With ``relevance="logit"`` the relevances are l / S with S the sum of the top-K1 benign logits. They
 are in [0, 1] when those logits are positive (the usual case for a trained network); otherwise some
@@ -49,6 +53,8 @@ _RELEVANCES = ("logit", "prob")
 # over the whole batch it finishes the few unfinished rows alone.
 _WAYS = 8
 _FULL_STEPS = 4
+# DCG_K1(b) reads the benign ranking down to K1: a top-k of this many ranks, a full sort past it.
+_IDCG_PREFIX = 32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +156,7 @@ def _ndcg_one(b: jnp.ndarray, a: jnp.ndarray, ks: tuple[int, ...], cb: float, ca
     gain_b = jnp.cumsum((2.0**rb_sorted - 1) * disc)
     gain_a = jnp.cumsum((2.0**ra_sorted - 1) * disc)
     ks_ = jnp.asarray(ks)
-    return gain_a[jnp.minimum(ks_, k2) - 1] / gain_b[jnp.minimum(ks_, k1) - 1]
+    return gain_a[jnp.minimum(ks_, k2) - 1] / gain_b[k1 - 1]  # eq. 6 with IDCG = DCG_K1(b)
 
 
 def ndcg_reference(
@@ -343,16 +349,40 @@ def _ndcg_batch(b: jnp.ndarray, a: jnp.ndarray, ks: tuple[int, ...], cb: float, 
     # min(K2, kmax) is all that NDCG@k with k <= kmax needs; the top-kmax prefix gives it exactly.
     k2 = jnp.maximum(1, jnp.sum(jnp.cumsum(pa_top, axis=-1) <= ca, axis=-1))
     ranks = jnp.arange(kmax)
-    rb_sorted = jnp.where(ranks < k1[:, None], jnp.take_along_axis(r, ib_top, axis=-1) / s[:, None], 0)
     ra_rel = jnp.take_along_axis(r, ia_top, axis=-1) / s[:, None]
     ra_sorted = jnp.where((ranks < k2[:, None]) & member(ia_top), ra_rel, 0)
     disc = _discounts(kmax, b.dtype)
-    gain_b = jnp.cumsum((2.0**rb_sorted - 1) * disc, axis=-1)
     gain_a = jnp.cumsum((2.0**ra_sorted - 1) * disc, axis=-1)
     ks_ = jnp.asarray(ks)
     at_a = jnp.minimum(ks_[None, :], k2[:, None]) - 1
-    at_b = jnp.minimum(ks_[None, :], k1[:, None]) - 1
-    return jnp.take_along_axis(gain_a, at_a, axis=-1) / jnp.take_along_axis(gain_b, at_b, axis=-1)
+    return jnp.take_along_axis(gain_a, at_a, axis=-1) / _ideal_dcg(pb, r, k1, s, kmax)[:, None]
+
+
+def _benign_dcg(r_sorted: jnp.ndarray, k1: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
+    """DCG_K1(b) (eqs. 5-6) from r in the benign ranking order (B, M), M >= max K1."""
+    ranks = jnp.arange(r_sorted.shape[-1])
+    rb = jnp.where(ranks < k1[:, None], r_sorted / s[:, None], 0)
+    return jnp.sum((2.0**rb - 1) * _discounts(r_sorted.shape[-1], r_sorted.dtype), axis=-1)
+
+
+def _ideal_dcg(pb: jnp.ndarray, r: jnp.ndarray, k1: jnp.ndarray, s: jnp.ndarray, kmax: int) -> jnp.ndarray:
+    """IDCG = DCG_K1(b), the normaliser of every NDCG@k. K1 can exceed the largest k asked for:
+    the benign top ``_IDCG_PREFIX`` ranks (a partial top-k) serve when every row's K1 fits, a full
+    sort of the rows otherwise."""
+    n = pb.shape[-1]
+    m = min(n, max(kmax, _IDCG_PREFIX))
+
+    def prefix(_):
+        _, idx = lax.top_k(pb, m)
+        return _benign_dcg(jnp.take_along_axis(r, idx, axis=-1), k1, s)
+
+    def full(_):
+        idx = jnp.argsort(-pb, axis=-1, stable=True)
+        return _benign_dcg(jnp.take_along_axis(r, idx, axis=-1), k1, s)
+
+    if m == n:
+        return prefix(None)
+    return lax.cond(jnp.all(k1 <= m), prefix, full, None)
 
 
 _ndcg_jit = jax.jit(_ndcg_batch, static_argnums=(2, 3, 4, 5))

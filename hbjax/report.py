@@ -4,7 +4,9 @@ figures.
 - ``table.md`` / ``table.csv``: one row per run (attack, sigma, coverage, accuracies, NDCG, distances);
 - ``fig4_sigma.png`` (Figure 4): against sigma, the accuracy of the cleaned benign images (Control),
   of the cleaned adversarial images against the true label and against the adversarial label, and
-  the mean Linf distance of the cleaned adversarial image from the benign one; a panel per attack;
+  the mean Linf distance of the cleaned adversarial image from the benign one with the paper's
+  line at 0.031; the L-BFGS sweep (the paper's) when there is one; ``fig4_sigma_<attack>.png``
+  for every other swept attack (e.g. the PGD sweep);
 - ``fig5_ndcg.png`` (Figure 5): mean NDCG@1..5 of Adv, Cleaned and Control, a panel per attack,
   top-1 accuracy in the legend;
 - ``fig3_<run>.png`` (Figure 3): benign, adversarial, heatmap mask, blurred and cleaned images of a
@@ -139,7 +141,7 @@ def load_runs(root: str) -> list[dict]:
 def table_rows(runs: list[dict]) -> dict[str, list]:
     cols: dict[str, list] = {k: [] for k in (
         "run", "attack", "sigma", "coverage", "n_correct", "n_adv", "attack_success",
-        "adv_top1", "cleaned_top1", "cleaned_top5", "control_top1", "control_top5",
+        "adv_top1", "cleaned_top1", "cleaned_top5", "control_top1", "control_top5", "control_all_top1",
         "adv_target", "cleaned_target", "adv_ndcg@1", "cleaned_ndcg@1", "control_ndcg@1",
         "cleaned_ndcg_full", "adv_linf", "cleaned_linf", "cleaned_l2",
     )}  # fmt: skip
@@ -151,7 +153,9 @@ def table_rows(runs: list[dict]) -> dict[str, list]:
             "n_adv": s["n_attack_success"], "attack_success": s["attack_success_rate"],
             "adv_top1": s["adv"]["top1"], "cleaned_top1": s["cleaned"]["top1"],
             "cleaned_top5": s["cleaned"]["top5"], "control_top1": s["control"]["top1"],
-            "control_top5": s["control"]["top5"], "adv_target": s["adv"]["target_rate"],
+            "control_top5": s["control"]["top5"],
+            "control_all_top1": s.get("control_all", {}).get("top1", float("nan")),
+            "adv_target": s["adv"]["target_rate"],
             "cleaned_target": s["cleaned"]["target_rate"], "adv_ndcg@1": s["adv"]["ndcg@1"],
             "cleaned_ndcg@1": s["cleaned"]["ndcg@1"], "control_ndcg@1": s["control"]["ndcg@1"],
             "cleaned_ndcg_full": s["cleaned"]["ndcg_full"], "adv_linf": s["adv"]["linf_mean"],
@@ -186,9 +190,19 @@ def _save(fig, path: str) -> None:
             os.remove(tmp)
 
 
-def figure4(runs: list[dict], path: str) -> str | None:
+LINF_BOUND = 0.031  # the paper's Figure 4 marks Linf(cleaned, benign) < 0.031 (8/255)
+
+
+def swept_attacks(runs: list[dict]) -> list[str]:
+    """Attacks run at two or more values of sigma, L-BFGS (the paper's Figure 4) first."""
+    names = sorted({r["attack"] for r in runs if len({_sigma_label(x["sigma"]) for x in runs if x["attack"] == r["attack"]}) >= 2})
+    return sorted(names, key=lambda a: (a != "lbfgs", a))
+
+
+def figure4(runs: list[dict], path: str, attacks: list[str] | None = None) -> str | None:
     """Figure 4: accuracies and cleaned Linf distance against sigma, one panel per attack run at
-    two or more values of sigma (None when there is none)."""
+    two or more values of sigma (only ``attacks`` when given; None when there is none), with the
+    paper's line Linf(cleaned, benign) = 0.031."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,6 +210,8 @@ def figure4(runs: list[dict], path: str) -> str | None:
 
     curves = {}
     for attack in sorted({r["attack"] for r in runs}):
+        if attacks is not None and attack not in attacks:
+            continue
         rs = [r for r in runs if r["attack"] == attack]
         # a sweep over fixed sigmas is drawn without the runs that draw sigma from a range (the
         # range's midpoint would fall on a fixed value); one point per sigma, and with several
@@ -212,7 +228,7 @@ def figure4(runs: list[dict], path: str) -> str | None:
     for ax, (attack, by_sigma) in zip(axes[0], curves.items()):
         sig = sorted(by_sigma)
         s = [by_sigma[v]["summary"] for v in sig]
-        ax.plot(sig, [x["control"]["top1"] for x in s], "o-", label="benign (control), true label")
+        ax.plot(sig, [x["control"]["top1"] for x in s], "o-", label="benign (control, this group), true label")
         ax.plot(sig, [x["cleaned"]["top1"] for x in s], "s-", label="cleaned adv., true label")
         ax.plot(sig, [x["cleaned"]["target_rate"] for x in s], "^-", label="cleaned adv., adv. label")
         ax.set_xlabel("sigma")
@@ -221,6 +237,7 @@ def figure4(runs: list[dict], path: str) -> str | None:
         ax.set_title(attack)
         ax2 = ax.twinx()
         ax2.plot(sig, [x["cleaned"]["linf_mean"] for x in s], "k--", label="Linf(cleaned, benign)")
+        ax2.axhline(LINF_BOUND, color="tab:red", ls=":", lw=1, label=f"Linf = {LINF_BOUND} (paper)")
         ax2.set_ylabel("mean Linf distance")
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="center right")
@@ -255,7 +272,9 @@ def figure5(runs: list[dict], path: str) -> str | None:
                     label=f"{view} (top-1 {s[view]['top1']:.2f})")  # fmt: skip
         ax.set_xlabel("k")
         ax.set_ylabel("mean NDCG@k")
-        ax.set_ylim(-0.02, 1.02)
+        values = [s[view][f"ndcg@{k}"] for view in VIEWS for k in ks]
+        finite = [v for v in values if np.isfinite(v)]  # logit relevances can leave [0, 1]
+        ax.set_ylim(min(-0.02, *finite) if finite else -0.02, max(1.02, *finite) if finite else 1.02)
         ax.set_xticks(ks)
         ax.set_title(f"{attack}, sigma {_sigma_label(r['sigma'])}, C {_coverage_label(r['coverage'])}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
@@ -326,9 +345,14 @@ def report(root: str, out_dir: str | None = None) -> dict[str, str]:
     out = {"table_md": os.path.join(out_dir, "table.md"), "table_csv": os.path.join(out_dir, "table.csv")}
     atomic_write_text(out["table_md"], markdown_table(cols))
     atomic_write_text(out["table_csv"], rows_to_csv(cols))
-    fig4 = figure4(runs, os.path.join(out_dir, "fig4_sigma.png"))
-    if fig4 is not None:
-        out["fig4"] = fig4
+    # fig4_sigma.png: the L-BFGS sweep when there is one (the paper's Figure 4), else the first swept
+    # attack; every other swept attack (e.g. PGD) in fig4_sigma_<attack>.png
+    swept = swept_attacks(runs)
+    for i, attack in enumerate(swept):
+        name = "fig4_sigma.png" if i == 0 else f"fig4_sigma_{attack}.png"
+        fig4 = figure4(runs, os.path.join(out_dir, name), [attack])
+        if fig4 is not None:
+            out["fig4" if i == 0 else f"fig4_{attack}"] = fig4
     out["fig5"] = figure5(runs, os.path.join(out_dir, "fig5_ndcg.png"))
     for r in runs:
         panels = os.path.join(r["dir"], "panels.npz")

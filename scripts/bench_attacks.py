@@ -10,6 +10,10 @@ On the CIFAR VGG19 (``hbjax.models.vgg_cifar``, random weights, width 0.25 by de
   ``lax.while_loop`` (``loop="lax"``);
 - ``cw_s``: ``hbjax.attacks.carlini_wagner_l2``, 5 binary-search steps x 100 Adam steps without
   early abort (500 gradient steps), both loops;
+- ``apgd_s``: ``hbjax.attacks.apgd`` (CE, Linf, ``--apgd-steps``) at a radius so small
+  (``--apgd-eps``) that no example is fooled and every step runs, labels = the model's predictions;
+  its overhead is its time over (steps + 1) gradient steps; ``square``: ``--square-queries`` queries;
+  torchattacks' APGD and Square on the same batch;
 - the same attacks in torch on a twin of the network (same weights and inputs): torchattacks' PGD
   and foolbox's L2CarliniWagnerAttack.
 
@@ -64,6 +68,10 @@ def main() -> None:
     parser.add_argument("--cw-repeats", type=int, default=1)
     parser.add_argument("--loops", default="unroll,lax", help="JAX loops to time, comma-separated")
     parser.add_argument("--skip-reference", action="store_true", help="no torchattacks / foolbox")
+    parser.add_argument("--apgd-steps", type=int, default=20)
+    parser.add_argument("--apgd-eps", type=float, default=0.25 / 255,
+                        help="small, so that no example is fooled early and every step runs")
+    parser.add_argument("--square-queries", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -112,6 +120,20 @@ def main() -> None:
 
         return run
 
+    y_pred = jnp.argmax(fn(x), -1).astype(jnp.int32)  # APGD and Square: every example starts robust
+
+    def apgd_runner(loop):
+        def run():
+            r = attacks.apgd(fn, x, y_pred, key, eps=args.apgd_eps, steps=args.apgd_steps, loop=loop,
+                             unroll=args.unroll)  # fmt: skip
+            jax.block_until_ready(r)
+
+        return run
+
+    def square_run():
+        r = attacks.square(fn, x, y_pred, key, eps=args.apgd_eps, queries=args.square_queries, unroll=args.unroll)
+        jax.block_until_ready(r)
+
     def bracketed(run, n_steps: int, k: int) -> tuple[float, float]:
         """(attack time, gradient-step time) of one run, the gradient step timed as the median of
         k calls just before and k just after it (the load of the moment, on a shared machine)."""
@@ -137,9 +159,13 @@ def main() -> None:
     for loop in loops:  # compile
         pgd_runner(loop)()
         cw_runner(loop, 1, min(args.cw_steps, args.unroll))()
+        apgd_runner(loop)()
+    square_run()
     cw_steps = args.cw_binary * args.cw_steps
     for loop in loops:
         measure(f"pgd_{loop}", pgd_runner(loop), args.pgd_steps, args.repeats, 5)
+    for loop in loops:  # APGD: steps + 1 gradients (the start's) and one final forward
+        measure(f"apgd_{loop}", apgd_runner(loop), args.apgd_steps + 1, args.repeats, 5)
     for loop in loops:
         measure(f"cw_{loop}", cw_runner(loop, args.cw_binary, args.cw_steps), cw_steps, args.cw_repeats, 10)
     results["grad_step_s"] = min(results[f"pgd_{loop}_grad_step_s"] for loop in loops)
@@ -147,6 +173,7 @@ def main() -> None:
     results["loop"] = main_loop
     results["pgd_loop_overhead"] = results[f"pgd_{main_loop}_overhead"]
     results["cw_loop_overhead"] = results[f"cw_{main_loop}_overhead"]
+    results["apgd_loop_overhead"] = results[f"apgd_{main_loop}_overhead"]
 
     if not args.skip_reference:
         import foolbox as fb
@@ -171,6 +198,24 @@ def main() -> None:
         def run_foolbox_cw():
             cw.run(fmodel, xt, fb.criteria.Misclassification(yt))
 
+        yt_pred = torch.from_numpy(np.asarray(y_pred)).long()
+
+        def run_torch_apgd():
+            torchattacks.APGD(net, eps=args.apgd_eps, steps=args.apgd_steps, loss="ce", seed=0)(xt, yt_pred)
+
+        def run_torch_square():
+            torchattacks.Square(net, eps=args.apgd_eps, n_queries=args.square_queries, seed=0)(xt, yt_pred)
+
+        run_torch_apgd()
+        ta = best_of({"torch": run_torch_apgd, "ours": apgd_runner(main_loop)}, args.repeats)
+        results["torchattacks_apgd_s"] = ta["torch"]
+        results["apgd_speedup_vs_torchattacks"] = ta["torch"] / ta["ours"]
+        print(f"torchattacks apgd: {ta['torch']:.3f} s, ours {ta['ours']:.3f} s", flush=True)
+        run_torch_square()
+        ts = best_of({"torch": run_torch_square, "ours": square_run}, args.repeats)
+        results["torchattacks_square_s"] = ts["torch"]
+        results["square_speedup_vs_torchattacks"] = ts["torch"] / ts["ours"]
+        print(f"torchattacks square: {ts['torch']:.3f} s, ours {ts['ours']:.3f} s", flush=True)
         run_torch_pgd()
         tp = best_of({"torch": run_torch_pgd, "ours": pgd_runner(main_loop)}, args.repeats)
         results["torchattacks_pgd_s"] = tp["torch"]

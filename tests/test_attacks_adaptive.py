@@ -91,12 +91,28 @@ def test_algorithm_2_iterates_inside_the_base_attacks_ball(model, data):
     assert float(jnp.min(r.x_adv)) >= 0.0 and float(jnp.max(r.x_adv)) <= 1.0
 
 
+def test_algorithm_2_literal_reading_stops_once_the_undefended_network_is_fooled(model, data):
+    """stop_on="undefended": an example whose round-1 result fools the undefended network keeps it
+    in later rounds (round 1 is the same computation under both settings)."""
+    x, y = data
+    base = {"eps": EPS, "steps": 3, "step_size": 2 / 255}
+    kw = dict(defense=FIXED, attack_params=base, stop_on="undefended")
+    one = attacks.adaptive_heatmap(model, x, y, jax.random.key(2), iterations=1, **kw)
+    three = attacks.adaptive_heatmap(model, x, y, jax.random.key(2), iterations=3, **kw)
+    fooled = np.asarray(jnp.argmax(model.apply(model.params, one.x_adv), -1)) != y
+    assert 0 < fooled.sum() < len(y)
+    np.testing.assert_array_equal(np.asarray(three.x_adv)[fooled], np.asarray(one.x_adv)[fooled])
+    assert np.any(np.asarray(three.x_adv)[~fooled] != np.asarray(one.x_adv)[~fooled])
+
+
 def test_adaptive_attacks_reject_bad_settings(model, data):
     x, y = data
     with pytest.raises(ValueError, match="base attack"):
         attacks.adaptive_heatmap(model, x, y, jax.random.key(0), attack="bpda_eot")
     with pytest.raises(KeyError, match="unknown attack"):
         attacks.adaptive_heatmap(model, x, y, jax.random.key(0), attack="nope")
+    with pytest.raises(ValueError, match="stop_on"):
+        attacks.adaptive_heatmap(model, x, y, jax.random.key(0), stop_on="never")
     with pytest.raises(ValueError, match="backward must be one of"):
         attacks.bpda_eot(model, x, y, jax.random.key(0), backward="straight")
     with pytest.raises(ValueError, match="eot_samples"):

@@ -227,8 +227,10 @@ def test_logits_functions_are_traced_with_their_parameters():
 # -------------------------------------------------------------------------------- conventions
 def test_registry_and_aliases():
     assert set(attacks.names()) == {
-        "fgsm", "pgd", "carlini_wagner_l2", "lbfgs", "boundary", "adaptive_heatmap", "bpda_eot"
+        "fgsm", "pgd", "carlini_wagner_l2", "lbfgs", "boundary", "adaptive_heatmap", "bpda_eot",
+        "apgd", "apgd_t", "square", "autoattack", "autoattack_rand",
     }  # fmt: skip
+    assert attacks.get("apgd_ce") is attacks.apgd
     assert attacks.get("cw") is attacks.carlini_wagner_l2
     assert attacks.get("bpda") is attacks.bpda_eot
     with pytest.raises(KeyError, match="unknown attack 'nope'"):

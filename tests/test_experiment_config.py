@@ -31,6 +31,12 @@ def test_defaults_are_the_documented_ones():
     assert list(cfg.metrics.coverage) == [0.99, 0.99]
 
 
+def test_the_paper_experiment_explains_with_the_paper_tool():
+    """experiment=paper_cifar uses iNNvestigate's DeepTaylor (the paper's LRP tool); lrp= overrides it."""
+    assert _compose(["experiment=paper_cifar"]).lrp.composite == "deep_taylor"
+    assert _compose(["experiment=paper_cifar", "lrp=dtd"]).lrp.composite == "dtd"
+
+
 @pytest.mark.parametrize("group", ["model", "data", "attack", "defense", "lrp", "metrics", "experiment"])
 def test_every_option_of_every_group_composes(group):
     options = sorted(f[:-5] for f in os.listdir(os.path.join(CONF, group)) if f.endswith(".yaml"))

@@ -68,16 +68,36 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 def test_summary_denominators():
     ks = (1, 2)
     rows = _rows(50, seed=3, ks=ks)
+    rows["target"] = np.full(50, -1)  # untargeted
     s = summarize(rows, ks)
     correct = np.asarray(rows["benign_correct"], bool)
     kept = correct & np.asarray(rows["attack_success"], bool)
     assert s["n_images"] == 50 and s["n_correct"] == correct.sum()
     assert s["n_attack_success"] == kept.sum()
     assert s["n_attack_failed"] == (correct & ~kept).sum()
-    assert s["adv"]["n"] == kept.sum() and s["control"]["n"] == correct.sum()
+    assert 0 < kept.sum() < correct.sum()  # the example tells the two Control groups apart
+    assert s["adv"]["n"] == s["control"]["n"] == kept.sum() and s["control_all"]["n"] == correct.sum()
     np.testing.assert_allclose(s["cleaned"]["top1"], np.mean(np.asarray(rows["top1_cleaned"])[kept]))
-    np.testing.assert_allclose(s["control"]["ndcg@2"], np.mean(rows["ndcg2_control"][correct]))
+    # Control per experimental group: the benign counterparts of the successful adversarial examples
+    np.testing.assert_allclose(s["control"]["ndcg@2"], np.mean(rows["ndcg2_control"][kept]))
+    np.testing.assert_allclose(s["control"]["top1"], np.mean(np.asarray(rows["top1_control"])[kept]))
+    np.testing.assert_allclose(s["control_all"]["ndcg@2"], np.mean(rows["ndcg2_control"][correct]))
     np.testing.assert_allclose(s["adv"]["linf_median"], np.median(rows["linf_adv"][kept]))
+    # the adaptive readings: over the images the defended classifier gets right when benign
+    base = correct & np.asarray(rows["top1_control"], bool)
+    assert 0 < base.sum() < correct.sum()
+    r = s["readings"]
+    assert r["n"] == base.sum()
+    fooled_a, fooled_b = ~np.asarray(rows["top1_adv"], bool), ~np.asarray(rows["top1_cleaned"], bool)
+    np.testing.assert_allclose(r["undefended"], fooled_a[base].mean())
+    np.testing.assert_allclose(r["defended"], fooled_b[base].mean())
+    np.testing.assert_allclose(r["both"], (fooled_a & fooled_b)[base].mean())
+    np.testing.assert_allclose(r["defended_over_correct"], fooled_b[correct].mean())
+    # targeted: fooled means the target is predicted
+    rows["target"] = np.full(50, 3)
+    r = summarize(rows, ks)["readings"]
+    np.testing.assert_allclose(r["undefended"], np.asarray(rows["target_hit_adv"], bool)[base].mean())
+    np.testing.assert_allclose(r["defended"], np.asarray(rows["target_hit_cleaned"], bool)[base].mean())
     # the summary reads back the strings of examples.csv identically
     text = {k: [str(v) for v in vals] for k, vals in rows.items()}
     assert summarize(text, ks)["cleaned"]["top1"] == pytest.approx(s["cleaned"]["top1"])

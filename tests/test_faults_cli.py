@@ -81,14 +81,14 @@ def test_run_directory_that_is_a_file(tmp_path):
 
 # ---------------------------------------------------------- one real run with unreadable batches
 @pytest.fixture(scope="module")
-def damaged_folder(tmp_path_factory, cifar10_dir):
-    """10 classes x 3 images, of which 3 unreadable (one is the first in the run's order, so the
-    first batch of one image holds no readable image)."""
+def damaged_folder(tmp_path_factory, cifar10_sample):
+    """10 classes x 3 images of the shipped sample, of which 3 unreadable (one is the first in the
+    run's order, so the first batch of one image holds no readable image)."""
     root = tmp_path_factory.mktemp("damaged") / "data"
-    for cls in sorted(os.listdir(cifar10_dir / "test")):
+    for cls in sorted(os.listdir(cifar10_sample / "test")):
         (root / "test" / cls).mkdir(parents=True)
-        for name in sorted(os.listdir(cifar10_dir / "test" / cls))[:3]:
-            shutil.copy(cifar10_dir / "test" / cls / name, root / "test" / cls / name)
+        for name in sorted(os.listdir(cifar10_sample / "test" / cls))[:3]:
+            shutil.copy(cifar10_sample / "test" / cls / name, root / "test" / cls / name)
     files = [p for p, _ in ImageFolder(str(root), "test", Preprocess("cifar")).files]
     order = np.random.default_rng(0).permutation(len(files))
     bad = [files[order[0]], files[order[5]], files[order[6]]]

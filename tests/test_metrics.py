@@ -35,11 +35,16 @@ def both(b, a, **kw):
 
 
 @pytest.mark.parametrize("relevance", ["logit", "prob"])
-def test_identical_outputs_score_one(relevance):
+def test_identical_outputs_score_one_from_k1_on(relevance):
     rng = np.random.default_rng(0)
     b = rng.normal(size=(6, 20)).astype(np.float32) + 5.0
-    out = both(b, b, ks=(1, 2, 3, 4, 5, None), relevance=relevance)
-    np.testing.assert_allclose(out, 1.0, rtol=1e-6)
+    ks = tuple(range(1, 21))
+    out = both(b, b, ks=ks + (None,), relevance=relevance)
+    k1 = coverage_counts(b, 0.99)
+    assert np.all(k1 > 1)  # the example needs K1 > 1: there NDCG@1 of b itself is below 1
+    for row, k in zip(out, k1):
+        np.testing.assert_allclose(row[k - 1 :], 1.0, rtol=1e-6)  # k >= K1, and eq. 7
+        assert np.all(row[: k - 1] < 1.0 - 1e-4)  # DCG_k(b) / DCG_K1(b) for k < K1
 
 
 def test_disjoint_top_sets_score_zero():
@@ -59,11 +64,14 @@ def test_swap_of_the_top_two():
     b = np.array([[3.0, 1.0, -1.0]], np.float32)
     a = np.array([[1.0, 3.0, -1.0]], np.float32)
     r1, r2 = 0.75, 0.25
-    at1 = gain(r2) / gain(r1)
-    at2 = (gain(r2) + gain(r1) / LOG2_3) / (gain(r1) + gain(r2) / LOG2_3)
+    idcg = gain(r1) + gain(r2) / LOG2_3  # DCG_K1(b), the one normaliser (eq. 6)
+    at1 = gain(r2) / idcg
+    at2 = (gain(r2) + gain(r1) / LOG2_3) / idcg
     out = both(b, a, ks=(1, 2, 3, 5, None))
     np.testing.assert_allclose(out[0], [at1, at2, at2, at2, at2], rtol=1e-5)
-    assert 0.27 < at1 < 0.28 and 0.77 < at2 < 0.78  # (2^.25 - 1) / (2^.75 - 1) = 0.2775
+    # 0.1892 / (0.6818 + 0.1892 / log2 3) = 0.2362; at k = 2: (0.1892 + 0.6818 / log2 3) / 0.8012 = 0.7731
+    assert 0.236 < at1 < 0.2365 and 0.773 < at2 < 0.7735
+    np.testing.assert_allclose(both(b, b, ks=(1, 2))[0], [gain(r1) / idcg, 1.0], rtol=1e-5)
 
 
 def test_swap_with_prob_relevance():
@@ -71,9 +79,10 @@ def test_swap_with_prob_relevance():
     a = np.array([[1.0, 3.0, -1.0]], np.float32)
     p = np.exp([3.0, 1.0, -1.0]) / np.exp([3.0, 1.0, -1.0]).sum()
     r1, r2 = p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1])
-    at2 = (gain(r2) + gain(r1) / LOG2_3) / (gain(r1) + gain(r2) / LOG2_3)
+    idcg = gain(r1) + gain(r2) / LOG2_3
+    at2 = (gain(r2) + gain(r1) / LOG2_3) / idcg
     out = both(b, a, ks=(1, 2), relevance="prob")
-    np.testing.assert_allclose(out[0], [gain(r2) / gain(r1), at2], rtol=1e-5)
+    np.testing.assert_allclose(out[0], [gain(r2) / idcg, at2], rtol=1e-5)
 
 
 def test_clamp_when_the_top_class_holds_more_than_coverage():
@@ -90,7 +99,7 @@ def test_clamp_when_the_top_class_holds_more_than_coverage():
     out = both(b, a, ks=(1, 2, 3, None))
     np.testing.assert_allclose(out[0], 1.0, rtol=1e-6)
     np.testing.assert_array_equal(out[1], 0.0)
-    # R_b = (1, 0, 0); DCG_b@k = gain(1) = 1 for every k (min(k, K1) = 1).
+    # R_b = (1, 0, 0); IDCG = DCG_K1(b) = gain(1) = 1.
     # a ranks class 1 (R 0) then class 0 (R 1): DCG_a@1 = 0, DCG_a@2 = 1 / log2(3).
     np.testing.assert_allclose(out[2], [0.0, 1 / LOG2_3, 1 / LOG2_3, 1 / LOG2_3], rtol=1e-5)
 
@@ -102,10 +111,9 @@ def test_k2_larger_than_k1_counts_only_benign_top_classes():
     # a: p = (.2, .3, .4, .1), ranking 2, 1, 0, 3, cumsums .4 .7 .9 1 -> K2 = 3 > K1.
     a = np.log(np.array([[0.2, 0.3, 0.4, 0.1]])).astype(np.float32)
     dcg_a = np.cumsum([0.0, gain(0.25) / LOG2_3, gain(0.75) / 2.0, 0.0])
-    ideal = gain(0.75) + gain(0.25) / LOG2_3
-    dcg_b = np.array([gain(0.75), ideal, ideal, ideal])
+    ideal = gain(0.75) + gain(0.25) / LOG2_3  # DCG_K1(b), K1 = 2
     out = both(b, a, ks=(1, 2, 3, 4))
-    np.testing.assert_allclose(out[0], dcg_a / dcg_b, rtol=1e-5)
+    np.testing.assert_allclose(out[0], dcg_a / ideal, rtol=1e-5)
     assert out[0, 0] == 0.0
 
 
@@ -129,17 +137,27 @@ def test_full_ndcg_is_k_equal_n():
 
 
 def test_equal_logits_many_ties():
-    # 50 equal logits: p = 1/50, K1 = 49 (classes 0-48 by index); R_b = 1/49 on each.
+    # 50 equal logits: p = 1/50, K1 = 49 (classes 0-48 by index); R_b = 1/49 on each. K1 lies past
+    # the ranks the fast version reads with a partial top-k: its IDCG comes from a full sort.
     b = np.ones((1, 50), np.float32)
     a = np.ones((1, 50), np.float32)
     a[0, 49] = 6.0  # a ranks class 49 (outside b's top set) first, then classes 0, 1, ...
     g = gain(1 / 49)
-    disc = 1 / np.log2(np.arange(2, 7))
-    dcg_b = np.cumsum(g * disc)
-    dcg_a = np.cumsum(np.r_[0.0, g * disc[1:]])
+    disc = 1 / np.log2(np.arange(2, 52))
+    idcg = np.sum(g * disc[:49])
+    dcg_a = np.cumsum(np.r_[0.0, g * disc[1:5]])
     out = both(b, a, ks=(1, 2, 3, 4, 5))
-    np.testing.assert_allclose(out[0], dcg_a / dcg_b, rtol=1e-5)
-    np.testing.assert_allclose(both(b, b, ks=(1, 5, None))[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out[0], dcg_a / idcg, rtol=1e-5)
+    np.testing.assert_allclose(both(b, b, ks=(49, 50, None))[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(both(b, b, ks=(5,))[0], np.sum(g * disc[:5]) / idcg, rtol=1e-5)
+
+
+def coverage_counts(logits: np.ndarray, c: float) -> np.ndarray:
+    """K(p, C) per row in float64 (eq. 3's K, clamped to >= 1)."""
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.maximum(1, np.sum(np.cumsum(-np.sort(-p, axis=-1), axis=-1) <= c, axis=-1))
 
 
 def near_coverage(logits: np.ndarray, c: float, tol: float = 2e-6) -> np.ndarray:
@@ -197,7 +215,7 @@ def test_negative_logits_give_documented_values():
     b = np.array([[1.0, -0.5, -3.0]], np.float32)  # K1 = 2, S = 0.5, R = (2, -1)
     a = np.array([[-0.5, 1.0, -3.0]], np.float32)
     out = both(b, a, ks=(1, 2))
-    expected = gain(-1) / gain(2)
+    expected = gain(-1) / (gain(2) + gain(-1) / LOG2_3)
     np.testing.assert_allclose(out[0, 0], expected, rtol=1e-5)
     assert out[0, 0] < 0
 
@@ -237,6 +255,32 @@ def test_positive_logit_relevance_lies_in_unit_interval(pair):
     b = np.abs(b) + 0.5  # positive logits: non-negative relevances
     out = np.asarray(metrics.ndcg(b, a, ks=(1, 2, 3, 5, None)))
     assert np.all(out >= 0.0) and np.all(out <= 1.0 + 1e-6)
+
+
+ALL_KS = tuple(range(1, 13))
+
+
+@settings(max_examples=60, deadline=None)
+@given(logit_rows)
+def test_non_decreasing_in_k_and_eq7_from_k2_on(pair):
+    """With non-negative relevances (p), NDCG@k rises with k and equals eq. 7 (k = N) from K2 on."""
+    b, a = pair
+    out = np.asarray(metrics.ndcg(b, a, ks=ALL_KS + (None,), relevance="prob"))
+    assert np.all(np.diff(out[:, :-1], axis=1) >= -1e-6)
+    ok = ~near_coverage(a, 0.99) & ~near_coverage(b, 0.99)
+    for row, k2 in zip(out[ok], coverage_counts(a, 0.99)[ok]):
+        np.testing.assert_allclose(row[k2 - 1 :], row[-1], rtol=1e-6, atol=1e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(logit_rows)
+def test_identical_outputs_reach_one_at_k1(pair):
+    b, _ = pair
+    out = np.asarray(metrics.ndcg(b, b, ks=ALL_KS + (None,), relevance="prob"))
+    ok = ~near_coverage(b, 0.99)
+    for row, k1 in zip(out[ok], coverage_counts(b, 0.99)[ok]):
+        np.testing.assert_allclose(row[k1 - 1 :], 1.0, rtol=1e-6)
+        assert np.all(row[: k1 - 1] <= 1.0 + 1e-6)
 
 
 @settings(max_examples=40, deadline=None)

@@ -77,6 +77,31 @@ def test_figure4_draws_swept_attacks_at_their_fixed_sigmas(tmp_path, monkeypatch
     assert report.figure4([r for r in runs if r["attack"] == "cw_l2"], str(tmp_path / "f.png")) is None
 
 
+def test_figure4_is_the_lbfgs_sweep_with_the_paper_linf_line(tmp_path, monkeypatch):
+    """The paper's Figure 4 sweeps sigma on L-BFGS examples: fig4_sigma.png is that sweep, with the
+    line Linf = 0.031; the PGD sweep goes to its own figure."""
+    for i, sigma in enumerate([0.5, 1.0, 1.5]):
+        _fake_run(str(tmp_path / f"l{i}"), sigma, attack="lbfgs", seed=i)
+        _fake_run(str(tmp_path / f"p{i}"), sigma, attack="pgd_linf", seed=10 + i)
+    import matplotlib.axes
+
+    lines = []
+    original = matplotlib.axes.Axes.axhline
+
+    def spy(ax, y=0, *args, **kwargs):
+        lines.append((ax, y))
+        return original(ax, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy)
+    paths = report.report(str(tmp_path))
+    assert os.path.basename(paths["fig4"]) == "fig4_sigma.png"
+    assert os.path.basename(paths["fig4_pgd_linf"]) == "fig4_sigma_pgd_linf.png"
+    assert [y for _, y in lines] == [0.031, 0.031]  # one line in each figure's panel
+    for key in ("fig4", "fig4_pgd_linf"):
+        with Image.open(paths[key]) as img:
+            assert img.format == "PNG"
+
+
 def test_report_cli_errors_on_a_folder_without_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "hbjax.report", str(tmp_path)], capture_output=True, text=True

@@ -48,6 +48,15 @@ def _defended_verdict(clean, apply, params, x, x_adv, classes, key, *, targeted)
     return success, l2, linf
 
 
+@functools.partial(xla.jit, static_argnames=("apply", "targeted"))
+def _undefended_verdict(apply, params, x_adv, classes, *, targeted):
+    """success on the undefended network (Algorithm 2's line 7 read literally)."""
+    return base.is_adversarial(apply(params, x_adv), classes, targeted)
+
+
+STOP_ON = ("defended", "undefended", "both")
+
+
 def _result(clean, apply, params, x, x_adv, classes, key, targeted, calls) -> AttackResult:
     x_adv = jnp.clip(x_adv, 0.0, 1.0).astype(x.dtype)
     success, l2, linf = _defended_verdict(
@@ -87,6 +96,7 @@ def adaptive_heatmap(
     eps: float | None = None,
     norm: str | None = None,
     params: Any = None,
+    stop_on: str = "defended",
 ) -> AttackResult:
     """The adaptive attack of the paper (Algorithm 2): perturb only the pixels Heat and Blur keeps.
 
@@ -108,6 +118,9 @@ def adaptive_heatmap(
       eps, norm: the ball around x to clip to; default the base attack's ``eps`` and ``norm``
         (given in attack_params, or else its defaults); no ball for a base attack without eps.
       params: model parameters (default ``model.params``).
+      stop_on: when an example stops (line 7, "if i_adapt is adversarial", is ambiguous):
+        ``"defended"`` once the defended classifier is fooled (one sigma draw), ``"undefended"``
+        once the undefended network is (the literal reading), ``"both"`` once both are.
 
     Returns:
       :class:`AttackResult`; success against the defended classifier with a fresh sigma draw;
@@ -135,6 +148,7 @@ def adaptive_heatmap(
     if norm is None:
         norm = attack_params.get("norm", defaults.get("norm", "linf"))
     base.check_choice(norm, base.NORMS, "norm", name)
+    base.check_choice(stop_on, STOP_ON, "stop_on", name)
     eps = float("inf") if eps is None else base.check_nonnegative(eps, "eps", name)
     clean, _ = _defense_of(model, defense)
     params = model.params if params is None else params
@@ -156,6 +170,10 @@ def adaptive_heatmap(
         fooled, _, _ = _defended_verdict(
             clean, apply, params, x, x_cur, classes, k_check, targeted=bool(targeted)
         )
+        if stop_on != "defended":
+            fooled_undefended = _undefended_verdict(apply, params, x_cur, classes, targeted=bool(targeted))
+            fooled = fooled_undefended if stop_on == "undefended" else fooled & fooled_undefended
+            calls += 1
         calls += int(r.model_calls) + 2
         done = done | fooled
         if bool(jnp.all(done)):

@@ -17,20 +17,13 @@ import csv
 import os
 import sys
 import tempfile
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from hbjax.errors import HbjaxError
-from hbjax.models.checkpoint import FORMAT, CheckpointError, describe, load, save
-from hbjax.models.porting import PortingError, from_keras, from_torchvision
+from hbjax.models.checkpoint import describe, load, save
+from hbjax.models.weight_files import WeightFileError, from_weight_file
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-KERAS_SUFFIXES = (".h5", ".hdf5")
-
-
-class PortError(HbjaxError):
-    """The source file cannot be read as weights (wrong format, unsafe content, missing tool)."""
+PortError = WeightFileError  # the source file cannot be read as weights (an HbjaxError)
 
 
 def read_class_names(path: str) -> tuple[list[str], list[str] | None]:
@@ -56,53 +49,6 @@ def read_class_names(path: str) -> tuple[list[str], list[str] | None]:
     return [row[2].strip() for row in rows], [row[1].strip() for row in rows]
 
 
-def _unwrap(obj: Any, path: str) -> dict[str, Any]:
-    """The tensor mapping inside a loaded .pth (a state dict, or one under "state_dict"/"model");
-    a ``module.`` prefix (DataParallel) is removed."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(hasattr(v, "shape") for v in obj.values()):
-        raise PortError(f"{path}: not a state dict (a mapping of tensor names to tensors)")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def read_torch(path: str) -> dict[str, Any]:
-    """A torchvision state dict from a .pth file, through ``torch.load(weights_only=True)``."""
-    try:
-        import torch
-    except ImportError:
-        raise PortError(f"{path}: reading .pth files needs torch (pip install torch)") from None
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # UnpicklingError for unsafe content, RuntimeError for corrupt zips
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PortError(
-            f"{path}: torch.load(weights_only=True) refused or failed to read the file ({first}); "
-            "only plain state dicts of tensors are accepted"
-        ) from None
-    return _unwrap(obj, path)
-
-
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """A state dict stored in safetensors (e.g. ``safetensors.torch.save_file(model.state_dict())``)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as f:
-            if (f.metadata() or {}).get("format") == FORMAT:
-                raise PortError(f"{path}: already an hbjax checkpoint; load it with hbjax.models.load")
-            return {key: f.get_tensor(key) for key in f.keys()}
-    except PortError:
-        raise
-    except Exception as e:
-        raise PortError(f"{path}: not a readable safetensors file ({e})") from None
-
-
 def port(
     src: str,
     arch: str,
@@ -112,20 +58,8 @@ def port(
     input_size: int = 224,
 ):
     """The hbjax Model for the weights in ``src`` (format chosen by the file suffix)."""
-    suffix = os.path.splitext(src)[1].lower()
-    if not os.path.isfile(src):
-        raise PortError(f"{src}: no such file")
-    if suffix in KERAS_SUFFIXES:
-        model = from_keras(arch, src)
-    elif suffix in TORCH_SUFFIXES or suffix == ".safetensors":
-        sd = read_safetensors(src) if suffix == ".safetensors" else read_torch(src)
-        model = from_torchvision(arch, sd, input_size=(input_size, input_size))
-    else:
-        raise PortError(
-            f"{src}: unknown weight file type {suffix!r}; expected one of "
-            f"{TORCH_SUFFIXES + ('.safetensors',) + KERAS_SUFFIXES}"
-        )
-    meta = dict(model.meta, source_file=os.path.basename(src))
+    model = from_weight_file(src, arch, input_size=input_size)
+    meta = dict(model.meta)
     if class_names is not None:
         if len(class_names) != model.num_classes:
             raise PortError(

@@ -40,11 +40,11 @@ def load_model(cfg: Mapping):
         arch = _get(cfg, "arch", "model")
         if not os.path.exists(name):
             raise ConfigError(f"model.name: weight file {name!r} does not exist")
-        if source == "keras":
-            return hbjax.models.from_keras(arch, name)
-        from hbjax.cli.port import read_state_dict
-
-        return hbjax.models.fold_batchnorm(hbjax.models.from_torchvision(arch, read_state_dict(name)))
+        try:
+            model = hbjax.models.from_weight_file(name, arch, source=source)
+        except hbjax.models.WeightFileError as e:
+            raise ConfigError(f"model.name: {e}") from None
+        return hbjax.models.fold_batchnorm(model)
     raise ConfigError(f"model.source {source!r} is not one of shipped, checkpoint, torchvision, keras, flax")
 
 
@@ -257,6 +257,12 @@ def build_attack(attack_cfg: Mapping, model, defense_kwargs: Mapping) -> Callabl
         )
     targeted = bool(attack_cfg.get("targeted", False))
     logits_fn = hbjax.attacks.model_logits(model)
+    if attack_cfg.get("defended", False):
+        # attack the defended classifier itself (BPDA through the mask and argmax, a fresh sigma
+        # draw per query or EOT sample); only attacks that take a randomised classifier can
+        if not hbjax.attacks.metadata(name)["accepts_randomized"]:
+            raise ConfigError(f"attack.defended: {name} cannot attack the defended classifier")
+        logits_fn = hbjax.attacks.defended_logits(model, defense=dict(defense_kwargs))
     if hbjax.attacks.metadata(name)["needs_model"]:
         # adaptive attacks act on the defended model and need its parts (LRP, blur)
         params = dict(params, defense=dict(defense_kwargs))

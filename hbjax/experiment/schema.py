@@ -141,7 +141,7 @@ SCHEMA: dict[str, Any] = {
         "data_dir": text(nullable=True), "manual_dir": text(nullable=True),
     },  # fmt: skip
     "attack": {
-        "name": text(), "label": text(nullable=True), "targeted": boolean(),
+        "name": text(), "label": text(nullable=True), "targeted": boolean(), "defended": boolean(),
         "target": choice("random", "least_likely", "second"),
     },  # fmt: skip
     "defense": {"name": text(), "sigma": Field(_sigma, "a number > 0 or a pair [low, high] with 0 < low <= high")},

@@ -1,8 +1,11 @@
 """Summary of an evaluation (section 5): accuracies, target rates, NDCG and distances for the
 adversarial ("adv"), cleaned adversarial ("cleaned") and cleaned benign ("control") images.
 
-Adv and Cleaned are averaged over the kept examples (benign correctly classified and the attack
-successful); Control over every correctly classified benign image.
+Adv, Cleaned and Control are averaged over the kept examples (benign correctly classified and the
+attack successful): the paper's Control is "the control benign group" of each experimental group,
+the benign counterparts of that group's adversarial examples. ``control_all`` holds the same
+measures of the cleaned benign images over every correctly classified benign image (the same for
+every attack on the same images).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 VIEWS = ("adv", "cleaned", "control")
+GROUPS = VIEWS + ("control_all",)  # the summary's groups; control_all reads the control columns
 
 
 def _as_array(values: Sequence) -> np.ndarray:
@@ -38,8 +42,9 @@ def summarize(rows: Mapping[str, Sequence], ks: Sequence[int]) -> dict:
     }
     if "model_calls" in col and correct.any():
         out["attack_model_calls_mean"] = float(col["model_calls"][correct].mean())
-    for view in VIEWS:
-        sel = correct if view == "control" else kept
+    for group in GROUPS:
+        view = "control" if group == "control_all" else group
+        sel = correct if group == "control_all" else kept
         stats: dict = {"n": int(sel.sum())}
 
         def mean(name: str) -> float:
@@ -57,5 +62,30 @@ def summarize(rows: Mapping[str, Sequence], ks: Sequence[int]) -> dict:
         for d in ("l2", "linf"):
             stats[f"{d}_mean"] = mean(f"{d}_{view}")
             stats[f"{d}_median"] = median(f"{d}_{view}")
-        out[view] = stats
+        out[group] = stats
+    out["readings"] = readings(col, correct)
+    return out
+
+
+def readings(col: Mapping[str, np.ndarray], correct: np.ndarray) -> dict:
+    """Whether the attack's output fools (a) the undefended network (Adv view; the literal reading
+    of Algorithm 2's line 7), (b) the defended classifier (Cleaned view, its own sigma draw,
+    independent of the attack's), (c) both; untargeted: wrong label, targeted: the target.
+
+    Rates over ``n``: the images the undefended network gets right and the *defended* classifier
+    gets right when benign (Control top-1), so that an image the defense already misclassifies does
+    not count as a success of the attack; ``*_over_correct`` over every correct image instead.
+    """
+    targeted = bool(np.any(col["target"].astype(np.int64) >= 0))
+    if targeted:
+        fooled_a = col["target_hit_adv"].astype(bool)
+        fooled_b = col["target_hit_cleaned"].astype(bool)
+    else:
+        fooled_a = ~col["top1_adv"].astype(bool)
+        fooled_b = ~col["top1_cleaned"].astype(bool)
+    base = correct & col["top1_control"].astype(bool)
+    out: dict = {"n": int(base.sum()), "n_correct": int(correct.sum())}
+    for name, fooled in (("undefended", fooled_a), ("defended", fooled_b), ("both", fooled_a & fooled_b)):
+        out[name] = float(fooled[base].mean()) if base.any() else float("nan")
+        out[f"{name}_over_correct"] = float(fooled[correct].mean()) if correct.any() else float("nan")
     return out

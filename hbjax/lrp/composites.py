@@ -10,8 +10,8 @@ Registered composites (snake_case, zennit's defaults epsilon = 1e-6, gamma = 0.2
 =============================  =============  =============  ==============
 name                           input layer    other convs    dense layers
 =============================  =============  =============  ==============
-``dtd`` (the paper's DTD)      z^B            z+             z+
-``deep_taylor`` (iNNvestigate)  z+ (no bias)   z+ (no bias)   z+ (no bias); logits: w^2
+``dtd`` (Montavon's DTD)       z^B            z+             z+
+``deep_taylor``                z+, no bias    z+, no bias    z+, no bias; logits: w^2
 ``epsilon_plus_flat``          flat           z+             epsilon
 ``epsilon_gamma_box``          z^B            gamma          epsilon
 ``epsilon_plus``               z+             z+             epsilon
