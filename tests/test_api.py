@@ -80,9 +80,7 @@ def keyword_only_violations(fn) -> list[str]:
 
 FUNCTIONS = list(public_functions())
 # Known departures, each failing strictly (an xfail that starts passing fails, so the entry goes).
-KNOWN_POSITIONAL_OPTIONS = {
-    "hbjax.lrp.binarize": "`rule` is positional; hbjax/lrp/binarization.py is being rewritten (issue 14)",
-}
+KNOWN_POSITIONAL_OPTIONS: dict[str, str] = {}
 
 
 def _known(pairs, known):

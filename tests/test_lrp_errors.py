@@ -96,8 +96,8 @@ def test_wrong_input_shapes(model, x):
 def test_binarize_errors():
     h = jnp.ones((2, 4, 4))
     with pytest.raises(ValueError, match="unknown binarisation rule 'median'"):
-        lrp.binarize(h, "median")
+        lrp.binarize(h, rule="median")
     with pytest.raises(ValueError, match=r"fraction must lie in \[0, 1\]"):
-        lrp.binarize(h, "top", fraction=1.5)
+        lrp.binarize(h, rule="top", fraction=1.5)
     with pytest.raises(ValueError, match=r"\(\.\.\., H, W\)"):
         lrp.binarize(jnp.ones(4))

@@ -299,17 +299,17 @@ def test_binarize_std_rule_matches_the_formula():
 def test_binarize_top_fraction():
     rng = np.random.default_rng(1)
     h = rng.normal(size=(2, 20, 20)).astype(np.float32)
-    m = lrp.binarize(h, "top", fraction=0.05)
+    m = lrp.binarize(h, rule="top", fraction=0.05)
     assert m.shape == h.shape
     np.testing.assert_array_equal(m.sum((1, 2)), [20, 20])
     for i in range(2):
         kept = np.abs(h[i])[np.asarray(m[i])]
         dropped = np.abs(h[i])[~np.asarray(m[i])]
         assert kept.min() >= dropped.max()
-    signed = lrp.binarize(h, "top", fraction=0.05, signed=True)
+    signed = lrp.binarize(h, rule="top", fraction=0.05, signed=True)
     assert np.all(h[np.asarray(signed)] > 0)
-    assert not lrp.binarize(h[0], "top", fraction=0.0).any()
-    assert lrp.binarize(h[0], "top", fraction=1.0).all()
+    assert not lrp.binarize(h[0], rule="top", fraction=0.0).any()
+    assert lrp.binarize(h[0], rule="top", fraction=1.0).all()
 
 
 def test_explain_figure(biased, tmp_path):

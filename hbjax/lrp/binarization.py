@@ -12,8 +12,8 @@ BINARIZE_RULES = ("std", "top")
 
 def binarize(
     h: jnp.ndarray,
-    rule: str = "std",
     *,
+    rule: str = "std",
     k: float = 2.0,
     fraction: float = 0.05,
     signed: bool = False,

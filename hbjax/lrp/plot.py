@@ -80,7 +80,7 @@ def explain_figure(
     order = jnp.argsort(-logits, axis=-1)
     other = order[:, other_rank - 1]
     h_other = heatmap(model, x, other, composite=composite, method=method)
-    mask = binarize(h_pred, rule, k=k, fraction=fraction)
+    mask = binarize(h_pred, rule=rule, k=k, fraction=fraction)
     names = list(class_names) if class_names is not None else model.class_names
     probs = np.asarray(jnp.exp(logits - logits.max(-1, keepdims=True)))
     probs = probs / probs.sum(-1, keepdims=True)
