@@ -69,3 +69,16 @@ def trained_model(cifar10_dir):
     model, accuracy = trained_cnn(str(cifar10_dir))
     assert accuracy >= 0.4, f"the test CNN reached only {accuracy:.3f} test accuracy"
     return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drops JAX's compiled executables and tracing caches after each test module, so one pytest
+    process running the whole suite does not keep every network it ever compiled in memory."""
+    yield
+    import gc
+    import sys
+
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
