@@ -5,7 +5,6 @@ from hbjax.models.adapters import from_apply, from_flax, from_nnx, resnet
 from hbjax.models.checkpoint import CONVERTED, SHIPPED, CheckpointError, describe, load, save
 from hbjax.models.efficientnet import EfficientNetLite, efficientnet_lite
 from hbjax.models.efficientnet_weights import (
-    FlaxModel,
     MissingWeightsError,
     from_efficientnet_lite,
     imagenet_class_names,
@@ -28,7 +27,7 @@ from hbjax.models.weight_files import WeightFileError, from_weight_file, read_st
 
 __all__ = [
     "CIFAR10_CLASSES", "CONVERTED", "RESNET_CONFIGS", "SHIPPED", "VGG_CONFIGS", "CheckpointError",
-    "EfficientNetLite", "FlaxModel", "LayerSpec", "MissingWeightsError", "Model", "Normalization",
+    "EfficientNetLite", "LayerSpec", "MissingWeightsError", "Model", "Normalization",
     "PortingError", "ResNet", "Sequential", "WeightFileError", "adaptive_avg_pool", "cast",
     "check_images", "describe", "efficientnet_lite", "fold_batchnorm", "from_apply",
     "from_efficientnet_lite", "from_flax", "from_keras", "from_nnx", "from_torchvision",

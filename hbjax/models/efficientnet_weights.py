@@ -27,15 +27,11 @@ import numpy as np
 from hbjax.models.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, read_header
 from hbjax.models.efficientnet import (
     ARCHS,
-    LITE_MEAN,
-    LITE_STD,
     EfficientNetLite,
     block_specs,
     efficientnet_lite,
 )
-from hbjax.models.model import check_images
 from hbjax.models.porting import PortingError, _to_numpy
-from hbjax.models.vgg import Normalization
 
 FAMILY = "efficientnet_lite"
 EXTRA = "imagenet"
@@ -75,53 +71,14 @@ def imagenet_class_names() -> list[str]:
 # ---------------------------------------------------------------- the model record
 
 
-@dataclasses.dataclass(frozen=True)
-class FlaxModel:
-    """A Flax module with its variables and metadata: ``model.apply(model.params, x)`` gives logits.
-
-    The stand-in for ``hbjax.models.from_flax``'s Model where that is not available: it serves the
-    forward pass, gradients, attacks on logits and ``hbjax-predict``; it has no VGG layer list, so
-    hbjax's VGG-only LRP cannot run on it.
-    """
-
-    module: Any
-    params: Any
-    meta: dict
-    normalization: Normalization
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
-
-    @property
-    def class_names(self) -> list[str]:
-        names = self.meta.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.num_classes)]
-
-    @property
-    def has_batchnorm(self) -> bool:
-        return "batch_stats" in self.params
-
-    def apply(self, params: Any, x: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
-        """Logits of the batch x (B, H, W, 3) in [0, 1]."""
-        check_images(x)
-        return self.module.apply(params, x, **kwargs)
-
-    def replace(self, **changes: Any) -> "FlaxModel":
-        return dataclasses.replace(self, **changes)
-
-
 def as_model(module: EfficientNetLite, variables: Any, meta: dict) -> Any:
     """The one place where a Flax module and its variables become an hbjax model.
 
-    With ``hbjax.models.from_flax`` (the general Model of any Flax network, which applies mean/std
-    itself) the network is the module with ``normalize=False``; without it, a :class:`FlaxModel`.
+    :func:`hbjax.models.from_flax` (the general Model of any Flax network) applies mean/std itself,
+    so the network is the module with ``normalize=False``.
     """
-    try:
-        from hbjax.models.adapters import from_flax
-    except ImportError:
-        normalization = Normalization(tuple(module.mean), tuple(module.std))
-        return FlaxModel(module, variables, dict(meta), normalization)
+    from hbjax.models.adapters import from_flax
+
     model = from_flax(
         module.clone(normalize=False), variables, mean=module.mean, std=module.std,
         class_names=meta.get("class_names"),
@@ -232,7 +189,7 @@ def port_variables(
 
 def from_efficientnet_lite(
     arch: str, state_dict: Mapping[str, Any], *, class_names: list[str] | None = None
-) -> FlaxModel:
+) -> Any:
     """An hbjax model from an ``efficientnet-lite-pytorch`` state dict (torch tensors or arrays).
 
     The input is RGB in [0, 1]; the model normalises it as TF's EfficientNet-Lite,
@@ -264,7 +221,7 @@ def cache_dir() -> str:
     return os.path.join(xdg, "hbjax")
 
 
-def save(model: FlaxModel, path: str | os.PathLike) -> str:
+def save(model: Any, path: str | os.PathLike) -> str:
     """Writes the model as an hbjax checkpoint (safetensors, metadata as JSON) atomically."""
     from safetensors.numpy import save_file
 
@@ -295,7 +252,7 @@ def save(model: FlaxModel, path: str | os.PathLike) -> str:
 
 def model_from_checkpoint(
     path: str, metadata: Mapping[str, str], flat: Mapping[str, np.ndarray]
-) -> FlaxModel:
+) -> Any:
     """The model of an EfficientNet-Lite checkpoint's tensors, each checked against the architecture."""
     try:
         meta = json.loads(metadata["meta"])
@@ -358,7 +315,7 @@ def cached_path(arch: str) -> str:
     return os.path.join(cache_dir(), "models", f"{arch}-{stem}.safetensors")
 
 
-def load_pretrained(arch: str = "efficientnet_lite0") -> FlaxModel:
+def load_pretrained(arch: str = "efficientnet_lite0") -> Any:
     """The ImageNet-pretrained model by name: the cached checkpoint, converted on first use."""
     from hbjax.models.checkpoint import load
 
