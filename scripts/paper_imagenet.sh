@@ -19,11 +19,17 @@ read -r -a extra <<< "${HBJAX_OVERRIDES:-}"
 source "$(dirname "${BASH_SOURCE[0]}")/runs.sh"
 exp=experiment=paper_imagenet
 
-for attack in pgd_linf cw_l2 lbfgs cw_l2_targeted adaptive_heatmap bpda_eot; do
+# in order of priority: with HBJAX_JOBS > 1 the first runs start first
+for attack in pgd_linf cw_l2 lbfgs cw_l2_targeted; do
   run "attack ${attack}" "${exp}" attack="${attack}" hydra.run.dir="${out}/attacks/${attack}" "${extra[@]}"
 done
 run "attack boundary" "${exp}" attack=boundary num_examples=200 attack.params.steps=5000 \
   hydra.run.dir="${out}/attacks/boundary" "${extra[@]}"
+for attack in adaptive_heatmap bpda_eot; do
+  run "attack ${attack}" "${exp}" attack="${attack}" hydra.run.dir="${out}/attacks/${attack}" "${extra[@]}"
+done
+run "sigma sweep L-BFGS" -m "${exp}" attack=lbfgs defense.sigma=0.5,1.0,1.5,2.0 \
+  hydra.sweep.dir="${out}/sigma_lbfgs" "${extra[@]}"
 
 if [[ "${CONVERGENCE:-1}" != 0 ]]; then  # the same images and keys as the runs above
   run "convergence boundary 25000" "${exp}" attack=boundary num_examples=200 attack.params.steps=25000 \
@@ -33,9 +39,6 @@ if [[ "${CONVERGENCE:-1}" != 0 ]]; then  # the same images and keys as the runs 
   run "convergence boundary 1000" "${exp}" attack=boundary num_examples=200 attack.params.steps=1000 \
     hydra.run.dir="${out}/convergence/boundary_1000" "${extra[@]}"
 fi
-
-run "sigma sweep L-BFGS" -m "${exp}" attack=lbfgs defense.sigma=0.5,1.0,1.5,2.0 \
-  hydra.sweep.dir="${out}/sigma_lbfgs" "${extra[@]}"
 run "pgd_linf lrp=dtd" "${exp}" attack=pgd_linf lrp=dtd hydra.run.dir="${out}/composites/dtd" "${extra[@]}"
 finish_runs; status=$?
 
