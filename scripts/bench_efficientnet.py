@@ -18,7 +18,9 @@ Parts timed (each hbjax part one function compiled by ``hbjax.jit``, the library
 
 The parts run in interleaved rounds (every part, then again) after a warm-up round that compiles,
 so that other load on the machine hits all of them alike, with a 0.2 s pause before each call (torch's
-and XLA's worker threads spin for a while after their work and would slow the next part). Each ratio is the median over the rounds
+and XLA's worker threads spin for a while after their work and would slow the next part). The run is
+bounded: no further round starts once it would end more than ``--budget-s`` (150) seconds after the
+first call; at least two timed rounds run (or ``--rounds``, if fewer). Each ratio is the median over the rounds
 of that round's ratio; ``*_s`` are the best times. Bar: ``defended_over_forward <= 5`` (issue 15,
 item 3); every hbjax time is also given over the torch forward. At 224x224 (the size the torch
 code's static padding is built for) the hbjax logits are checked against torch's (max |diff| <=
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="free text stored in the result, e.g. 'taskset -c 0-3, quiet machine'")  # fmt: skip
     p.add_argument("--data", default=os.environ.get("HBJAX_DATA", os.path.join(REPO, "..", "shared", "data")))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-s", type=float, default=150.0,
+                   help="no further timed round once another would end past this many seconds "
+                        "after the first call (at least 2 timed rounds run)")  # fmt: skip
     args = p.parse_args(argv)
     for name in ("batch", "size", "rounds"):
         if getattr(args, name) < 1:
@@ -128,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     times: dict[str, list[float]] = {k: [] for k in parts}
     warmup: dict[str, float] = {}
+    first_call = time.perf_counter()
     for r in range(args.rounds + 1):
+        round_start = time.perf_counter()
         for name, fn in parts.items():
             time.sleep(PAUSE_S)  # lets the previous part's idle threads (OpenMP, XLA) stop spinning
             start = time.perf_counter()
@@ -141,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         label = "warm-up (compiles)" if r == 0 else f"round {r}"
         last = warmup if r == 0 else {k: v[-1] for k, v in times.items()}
         print(f"{label}: " + ", ".join(f"{k} {v:.3f} s" for k, v in last.items()), flush=True)
+        last_round = time.perf_counter() - round_start
+        if r >= 2 and r < args.rounds and time.perf_counter() - first_call + last_round > args.budget_s:
+            print(f"stopping after {r} timed rounds: another would pass --budget-s {args.budget_s:g}", flush=True)
+            break
 
     agree, diff = None, None
     if args.size == 224:
@@ -160,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": "efficientnet_lite0",
         "input": [args.batch, args.size, args.size, 3],
         "images": source,
-        "rounds": args.rounds,
+        "rounds": len(times["forward"]),
+        "rounds_requested": args.rounds,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
