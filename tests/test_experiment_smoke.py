@@ -20,7 +20,7 @@ CONF = config_dir()
 ATTACKS = sorted(f[:-5] for f in os.listdir(os.path.join(CONF, "attack")) if f.endswith(".yaml"))
 # the most each budget key may be under experiment=smoke, wherever it sits in attack.params
 SMOKE_LIMITS = {"steps": 5, "queries": 20, "square_queries": 20, "eot": 2, "eot_samples": 2, "iterations": 2,
-                "search_steps": 2, "binary_search_steps": 2, "num_target_classes": 3}  # fmt: skip
+                "search_steps": 2, "binary_search_steps": 2, "num_target_classes": 3, "unroll": 1}  # fmt: skip
 
 
 def _compose(overrides):
