@@ -8,8 +8,8 @@ On the CIFAR VGG19 (``hbjax.models.vgg_cifar``, random weights, width 0.25 by de
 - ``pgd_s``: ``hbjax.attacks.pgd`` Linf, eps 8/255, 20 steps of 2/255 with random start (its final
   evaluation included), as jitted chunks of unrolled steps (``loop="unroll"``) and as one
   ``lax.while_loop`` (``loop="lax"``);
-- ``cw_s``: ``hbjax.attacks.carlini_wagner_l2``, 5 binary-search steps x 100 Adam steps without
-  early abort (500 gradient steps), both loops;
+- ``cw_s``: ``hbjax.attacks.carlini_wagner_l2``, ``--cw-binary`` binary-search steps x
+  ``--cw-steps`` Adam steps without early abort (2 x 50 = 100 gradient steps by default);
 - ``apgd_s``: ``hbjax.attacks.apgd`` (CE, Linf, ``--apgd-steps``) at a radius so small
   (``--apgd-eps``) that no example is fooled and every step runs, labels = the model's predictions;
   its overhead is its time over (steps + 1) gradient steps; ``square``: ``--square-queries`` queries;
@@ -24,11 +24,20 @@ both), the best of ``--repeats`` runs (``--cw-repeats`` for CW). A speedup is th
 over ours, each the best of the repeats, the two alternating. The load average is printed so that a
 busy machine shows. The last line printed is a JSON object with ``pgd_loop_overhead`` (PGD time /
 (20 gradient steps)) and ``cw_loop_overhead`` (CW time / (500 gradient steps)) for the default loop
-of the device (``"unroll"`` on CPU, ``"lax"`` elsewhere; the other loop's numbers are there too),
-``pgd_speedup_vs_torchattacks``, ``cw_speedup_vs_foolbox`` and every measured time.
+of the device (``"unroll"`` on CPU, ``"lax"`` elsewhere; ``--loops unroll,lax`` times both),
+``apgd_loop_overhead``, the bars' verdicts (``bars``: each overhead <= 1.15),
+``pgd_speedup_vs_torchattacks``, ``apgd_speedup_vs_torchattacks``,
+``square_speedup_vs_torchattacks``, ``cw_speedup_vs_foolbox``, every measured time and the
+run's wall time (``duration_s``). Before it, a verdict line per bar and the APGD and Square times
+against torchattacks.
 
-    python scripts/bench_attacks.py                   # the bar: both loop overheads <= 1.15
-    python scripts/bench_attacks.py --batch 16 --cw-steps 20 --repeats 1   # a quick look
+The default run is sized to finish in under 3 minutes on 4 idle cores (the device's loop only,
+CW 2 x 50 steps, 2 repeats); ``--loops unroll,lax --cw-binary 5 --cw-steps 100 --repeats 3`` is the longer run of
+docs/attacks.md.
+
+    python scripts/bench_attacks.py                   # the bars: PGD, APGD and CW loop overheads <= 1.15
+    python scripts/bench_attacks.py --batch 8 --pgd-steps 4 --apgd-steps 4 --cw-binary 1 --cw-steps 4 \
+        --square-queries 10 --repeats 1              # a quick check that everything runs
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ import time
 
 import numpy as np
 
+OVERHEAD_BAR = 1.15  # an attack's time over its gradient steps' time
+PAUSE_S = 0.2  # before each timed call of a comparison between frameworks
+
 
 def timed(fn) -> float:
     start = time.perf_counter()
@@ -48,10 +60,13 @@ def timed(fn) -> float:
 
 
 def best_of(fns: dict, repeats: int) -> dict:
-    """Each function's best time over ``repeats`` rounds, the functions alternating in a round."""
+    """Each function's best time over ``repeats`` rounds, the functions alternating in a round, each
+    call after a pause of PAUSE_S (torch's and XLA's worker threads spin for a while after their
+    work and would slow the other framework's call)."""
     times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(PAUSE_S)
             times[name].append(timed(fn))
     return {name: min(ts) for name, ts in times.items()}
 
@@ -61,12 +76,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--pgd-steps", type=int, default=20)
-    parser.add_argument("--cw-binary", type=int, default=5)
-    parser.add_argument("--cw-steps", type=int, default=100)
+    parser.add_argument("--cw-binary", type=int, default=2)
+    parser.add_argument("--cw-steps", type=int, default=50)
     parser.add_argument("--unroll", type=int, default=10, help="steps a chunk for loop='unroll'")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cw-repeats", type=int, default=1)
-    parser.add_argument("--loops", default="unroll,lax", help="JAX loops to time, comma-separated")
+    parser.add_argument("--loops", default=None,
+                        help="JAX loops to time, comma-separated (default: the device's, unroll on CPU, lax elsewhere)")  # fmt: skip
     parser.add_argument("--skip-reference", action="store_true", help="no torchattacks / foolbox")
     parser.add_argument("--apgd-steps", type=int, default=20)
     parser.add_argument("--apgd-eps", type=float, default=0.25 / 255,
@@ -74,6 +90,7 @@ def main() -> None:
     parser.add_argument("--square-queries", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    started = time.perf_counter()
 
     import jax
     import jax.numpy as jnp
@@ -81,8 +98,8 @@ def main() -> None:
     import hbjax
     from hbjax import attacks, xla
 
-    loops = [s for s in args.loops.split(",") if s]
     default_loop = "unroll" if jax.default_backend() == "cpu" else "lax"
+    loops = [s for s in (args.loops or default_loop).split(",") if s]
     model = hbjax.models.vgg_cifar(width=args.width, key=jax.random.key(args.seed))
     rng = np.random.default_rng(args.seed)
     x_np = rng.uniform(0.0, 1.0, (args.batch, 32, 32, 3)).astype(np.float32)
@@ -161,6 +178,7 @@ def main() -> None:
         cw_runner(loop, 1, min(args.cw_steps, args.unroll))()
         apgd_runner(loop)()
     square_run()
+    print(f"warm-up (compilation) done at {time.perf_counter() - started:.0f} s", flush=True)
     cw_steps = args.cw_binary * args.cw_steps
     for loop in loops:
         measure(f"pgd_{loop}", pgd_runner(loop), args.pgd_steps, args.repeats, 5)
@@ -175,6 +193,7 @@ def main() -> None:
     results["cw_loop_overhead"] = results[f"cw_{main_loop}_overhead"]
     results["apgd_loop_overhead"] = results[f"apgd_{main_loop}_overhead"]
 
+    print(f"hbjax timings done at {time.perf_counter() - started:.0f} s", flush=True)
     if not args.skip_reference:
         import foolbox as fb
         import torch
@@ -227,10 +246,23 @@ def main() -> None:
         results["cw_speedup_vs_foolbox"] = tc["fb"] / tc["ours"]
         print(f"foolbox cw: {tc['fb']:.2f} s, ours {tc['ours']:.2f} s", flush=True)
 
+    results["bars"] = {
+        f"{name}_loop_overhead": bool(results[f"{name}_loop_overhead"] <= OVERHEAD_BAR) for name in ("pgd", "apgd", "cw")
+    }  # fmt: skip
+    for name, steps in (("pgd", args.pgd_steps), ("apgd", args.apgd_steps + 1), ("cw", cw_steps)):
+        value = results[f"{name}_loop_overhead"]
+        verdict = "meets" if value <= OVERHEAD_BAR else "MISSES"
+        print(f"bar: {name} loop overhead ({main_loop}, {steps} gradient steps) {value:.3f} {verdict} <= {OVERHEAD_BAR}")
+    for name in ("apgd", "square"):
+        if f"torchattacks_{name}_s" in results:
+            ours = results[f"torchattacks_{name}_s"] / results[f"{name}_speedup_vs_torchattacks"]
+            print(f"{name} vs torchattacks: hbjax {ours:.3f} s, torchattacks {results[f'torchattacks_{name}_s']:.3f} s "
+                  f"(torchattacks / hbjax = {results[f'{name}_speedup_vs_torchattacks']:.2f})")  # fmt: skip
     results.update(
         device=str(jax.devices()[0]), batch=args.batch, width=args.width, unroll=args.unroll,
-        load_average=list(os.getloadavg()),
+        load_average=list(os.getloadavg()), duration_s=time.perf_counter() - started,
     )  # fmt: skip
+    print(f"duration {results['duration_s']:.0f} s, load average {os.getloadavg()}")
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}))
 
 

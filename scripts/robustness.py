@@ -273,10 +273,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import hbjax
     from hbjax import attacks
-    from tests._attack_models import correctly_classified
 
     model = hbjax.models.load(args.model)
-    x, y = correctly_classified(model, args.data, args.num)
+    x, y = hbjax.data.correctly_classified(model, args.data, args.num)
     f = attacks.model_logits(model)
     defense = {"sigma": tuple(args.sigma)}
     g = attacks.defended_logits(model, defense=defense)

@@ -93,20 +93,6 @@ def trained_cnn(root: str, epochs: int = 10, seed: int = 0) -> tuple[Model, floa
     return model, float(np.mean(pred == y_test))
 
 
-def correctly_classified(model: Model, root: str, n: int, offset: int = 0):
-    """The first n test images (taken across the classes in order) that the model classifies
-    correctly, as float32 [0, 1] (n, 32, 32, 3) and int32 labels."""
-    x_test, y_test = cifar_arrays(root, "test", 100)
-    order = np.argsort(np.arange(len(y_test)) % 100, kind="stable")  # interleave the classes
-    x_all = x_test[order].astype(np.float32) / 255.0
-    y_all = y_test[order]
-    pred = np.asarray(jnp.argmax(jax.jit(model.apply)(model.params, x_all), -1))
-    keep = np.flatnonzero(pred == y_all)[offset : offset + n]
-    if len(keep) < n:
-        raise RuntimeError(f"only {len(keep)} correctly classified test images; need {n}")
-    return x_all[keep], y_all[keep].astype(np.int32)
-
-
 def torch_twin(model: Model):
     """The same network in torch (:func:`hbjax.models.to_torch`)."""
     return hbjax.models.to_torch(model)

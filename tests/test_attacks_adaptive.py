@@ -12,7 +12,7 @@ import pytest
 
 import hbjax.defense
 from hbjax import attacks
-from tests._attack_models import correctly_classified
+from hbjax.data import correctly_classified
 
 N = 24
 EPS = 8 / 255

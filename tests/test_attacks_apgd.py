@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import hbjax
 from hbjax import attacks
 from hbjax.attacks.apgd import checkpoints, dlr_loss, dlr_targeted_loss
-from tests._attack_models import correctly_classified, tiny_mlp
+from hbjax.data import correctly_classified
+from tests._attack_models import tiny_mlp
 
 N = 100
 STEPS = 20

@@ -1,5 +1,6 @@
-"""The APGD, Square and AutoAttack configs through hbjax-evaluate on the defended classifier (a few
-shared CIFAR-10 images, short budgets), and the clear error for an attack that cannot take it."""
+"""The APGD and AutoAttack configs through hbjax-evaluate on the defended classifier (a few shared
+CIFAR-10 images, short budgets; Square: tests/test_experiment_smoke.py), and the clear error for an
+attack that cannot take it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ def _evaluate(args):
     "attack, overrides",
     [
         ("apgd_ce", ["attack.params.steps=3", "attack.params.eot=2"]),
-        ("square", ["attack.params.queries=4", "~attack.params.steps"]),  # smoke sets steps
         ("autoattack_rand", ["attack.params.steps=2", "attack.params.eot=2"]),
     ],
 )

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from hbjax import attacks
-from tests._attack_models import correctly_classified, torch_twin
+from hbjax.data import correctly_classified
+from tests._attack_models import torch_twin
 
 N = 100
 RATE_TOLERANCE = 0.05

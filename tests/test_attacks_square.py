@@ -15,7 +15,8 @@ import torchattacks
 import hbjax
 from hbjax import attacks
 from hbjax.attacks.square import _eta, _window, p_schedule, square_sizes
-from tests._attack_models import correctly_classified, tiny_mlp
+from hbjax.data import correctly_classified
+from tests._attack_models import tiny_mlp
 
 N = 100
 QUERIES = 200

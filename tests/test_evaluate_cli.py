@@ -154,6 +154,7 @@ def test_unknown_config_key_fails(cifar10_sample, tmp_path):
 
 
 def test_unknown_attack_option_is_a_config_error(cifar10_sample, tmp_path):
-    out = _evaluate([*SMOKE, *_data_override(cifar10_sample), "attack=fgsm", f"hydra.run.dir={tmp_path}"], check=False)
+    out = _evaluate([*SMOKE, *_data_override(cifar10_sample), "attack=fgsm", "+attack.params.steps=5",
+                     f"hydra.run.dir={tmp_path}"], check=False)  # fmt: skip
     assert out.returncode == 2
     assert "fgsm takes no option 'steps'" in out.stderr
