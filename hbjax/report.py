@@ -143,7 +143,7 @@ def table_rows(runs: list[dict]) -> dict[str, list]:
         "run", "attack", "sigma", "coverage", "n_correct", "n_adv", "attack_success",
         "adv_top1", "cleaned_top1", "cleaned_top5", "control_top1", "control_top5", "control_all_top1",
         "adv_target", "cleaned_target", "adv_ndcg@1", "cleaned_ndcg@1", "control_ndcg@1",
-        "cleaned_ndcg_full", "adv_linf", "cleaned_linf", "cleaned_l2",
+        "cleaned_ndcg_full", "adv_l2_median", "adv_linf", "cleaned_linf", "cleaned_l2",
     )}  # fmt: skip
     for r in runs:
         s = r["summary"]
@@ -158,7 +158,8 @@ def table_rows(runs: list[dict]) -> dict[str, list]:
             "adv_target": s["adv"]["target_rate"],
             "cleaned_target": s["cleaned"]["target_rate"], "adv_ndcg@1": s["adv"]["ndcg@1"],
             "cleaned_ndcg@1": s["cleaned"]["ndcg@1"], "control_ndcg@1": s["control"]["ndcg@1"],
-            "cleaned_ndcg_full": s["cleaned"]["ndcg_full"], "adv_linf": s["adv"]["linf_mean"],
+            "cleaned_ndcg_full": s["cleaned"]["ndcg_full"],
+            "adv_l2_median": s["adv"].get("l2_median", float("nan")), "adv_linf": s["adv"]["linf_mean"],
             "cleaned_linf": s["cleaned"]["linf_mean"], "cleaned_l2": s["cleaned"]["l2_mean"],
         }  # fmt: skip
         for k, v in vals.items():

@@ -14,7 +14,10 @@ VGG19 or a ResNet (``--arch resnet50``; torchvision layout, random weights with 
   plain torch forward, for scale).
 
 The four are timed in interleaved rounds (forward, LRP, zennit, torch forward, then again) after a
-warm-up round, so that other load on the machine hits all of them alike. The ratios are the medians
+warm-up round, so that other load on the machine hits all of them alike, with a 0.2 s pause before
+each call (torch's and XLA's worker threads spin for a while after their work and would slow the
+next part). The run is bounded: no further round starts once it would end more than ``--budget-s``
+(170) seconds after the first call; at least two timed rounds run. The ratios are the medians
 over the rounds of each round's ratio (the two timings of a ratio are taken back to back, which
 keeps them robust when the load on the machine changes); ``*_s`` are the best times and
 ``ratios_of_best`` the ratios of those. zennit runs as a user would call it on a torchvision model
@@ -23,7 +26,8 @@ growth of the resident set during each call (sampled every 2 ms from /proc/self/
 warm-up call (compilation included for JAX) and in the timed calls, and XLA's own account of the
 compiled LRP function (``memory_analysis``: arguments, outputs, temporaries).
 
-The last line printed is a JSON object with ``lrp_over_forward`` and ``zennit_over_hbjax``.
+The bars' verdicts are printed ("holds" or "FAILS"); the last line printed is a JSON object with
+``lrp_over_forward``, ``zennit_over_hbjax`` and ``bars`` (name -> [operator, limit, holds]).
 
     python scripts/bench_lrp.py                       # bar: lrp_over_forward <= 3.2, zennit_over_hbjax >= 2
     python scripts/bench_lrp.py --arch resnet50       # bar: lrp_over_forward <= 3.2
@@ -42,6 +46,9 @@ import time
 import numpy as np
 
 MIB = 1024.0 * 1024.0
+PAUSE_S = 0.2
+BAR_LRP_OVER_FORWARD = 3.2  # VGG19 and ResNet-50, issue 14 item 6
+BAR_ZENNIT_OVER_HBJAX = 2.0  # VGG19
 
 
 class RssPeak:
@@ -110,7 +117,12 @@ def main(argv=None) -> None:
     p.add_argument("--composite", default="epsilon_plus_flat",
                    help="hbjax composite (zennit runs EpsilonPlusFlat)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-s", type=float, default=170.0,
+                   help="no further timed round once another would end past this many seconds "
+                        "after the first call (at least 2 timed rounds run)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.batch < 1 or args.size < 32:
+        p.error("--rounds and --batch must be at least 1 and --size at least 32")
 
     import jax
     import jax.numpy as jnp
@@ -169,8 +181,11 @@ def main(argv=None) -> None:
     times: dict[str, list[float]] = {k: [] for k in parts}
     warm_mib: dict[str, float] = {}
     run_mib: dict[str, float] = {k: 0.0 for k in parts}
+    started = time.perf_counter()
     for r in range(args.rounds + 1):
+        round_start = time.perf_counter()
         for name, fn in parts.items():
+            time.sleep(PAUSE_S)  # lets the previous part's idle threads (OpenMP, XLA) stop spinning
             with RssPeak() as peak:
                 start = time.perf_counter()
                 fn()
@@ -182,6 +197,10 @@ def main(argv=None) -> None:
                 run_mib[name] = max(run_mib[name], peak.peak_mib)
         if r:
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+        last_round = time.perf_counter() - round_start
+        if r >= 2 and r < args.rounds and time.perf_counter() - started + last_round > args.budget_s:
+            print(f"stopping after {r} timed rounds: another would pass --budget-s {args.budget_s:g}", flush=True)
+            break
 
     analysis = explain.lower(params, x, targets).compile().memory_analysis()
     xla_mib = None
@@ -201,7 +220,8 @@ def main(argv=None) -> None:
         "arch": args.arch,
         "input": [args.batch, args.size, args.size, 3],
         "composite": args.composite,
-        "rounds": args.rounds,
+        "rounds": len(times["forward"]),
+        "rounds_requested": args.rounds,
         "cpu_count": os.cpu_count(),
         "forward_s": best["forward"],
         "lrp_s": best["lrp"],
@@ -226,7 +246,24 @@ def main(argv=None) -> None:
         "zennit_over_hbjax": ratio("zennit", "lrp"),
         "zennit_over_torch_forward": ratio("zennit", "torch_forward"),
     }
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["bars"] = bars(args.arch, result)
+    for name, (op, limit, holds) in result["bars"].items():
+        print(f"{name} {result[name]:.3f} (bar {op} {limit}): {'holds' if holds else 'FAILS'}")
     print(json.dumps(result))
+
+
+def bars(arch: str, result: dict) -> dict[str, tuple[str, float, bool]]:
+    """The bars of issue 14 (item 6) that apply to ``arch``: name -> (operator, limit, holds)."""
+    checks = {}
+    if arch.startswith(("vgg", "resnet")):
+        checks["lrp_over_forward"] = ("<=", BAR_LRP_OVER_FORWARD)
+    if arch.startswith("vgg"):
+        checks["zennit_over_hbjax"] = (">=", BAR_ZENNIT_OVER_HBJAX)
+    return {
+        name: (op, limit, result[name] <= limit if op == "<=" else result[name] >= limit)
+        for name, (op, limit) in checks.items()
+    }
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+# Sourced by scripts/paper_cifar.sh and scripts/paper_imagenet.sh: timed hbjax-evaluate runs,
+# one after another or HBJAX_JOBS at a time (independent runs sharing one machine, e.g. a GPU),
+# a failed run reported at the end without stopping the others.
+#
+#   run NAME ARGS...       one hbjax-evaluate (ARGS: its overrides), logged to $RUN_LOGS/NAME.log
+#   finish_runs            wait for every run; exit status 1 if any failed
+
+RUN_LOGS="${RUN_LOGS:-${out:?out must be set before sourcing runs.sh}/logs}"
+_jobs_max="${HBJAX_JOBS:-1}"
+_failed_file="$(mktemp)"
+mkdir -p "${RUN_LOGS}"
+
+_run_one() {
+  local name="$1"; shift
+  local log="${RUN_LOGS}/${name// /_}.log" start=${SECONDS}
+  echo "== ${name}: started"
+  if hbjax-evaluate "$@" progress=false >"${log}" 2>&1; then
+    echo "== ${name}: $((SECONDS - start)) s wall"
+  else
+    echo "== ${name}: FAILED after $((SECONDS - start)) s (see ${log})"
+    echo "${name}" >>"${_failed_file}"
+  fi
+}
+
+run() {
+  if (( _jobs_max > 1 )); then
+    while (( $(jobs -rp | wc -l) >= _jobs_max )); do wait -n || true; done
+    _run_one "$@" &
+  else
+    _run_one "$@"
+  fi
+}
+
+finish_runs() {
+  wait
+  if [[ -s "${_failed_file}" ]]; then
+    echo "failed runs (rerun the same command to resume them):"; sed 's/^/  /' "${_failed_file}"
+    rm -f "${_failed_file}"; return 1
+  fi
+  rm -f "${_failed_file}"
+}
