@@ -12,7 +12,7 @@ and the predicted class's binarised mask, side by side; ``--per-figure`` images 
 class (the predicted one and those ranked ``--other-ranks``), as for EfficientNet-Lite0 in docs/lrp.md:
 
     python scripts/heatmaps.py ../shared/data/imagenet-sample --split val --indices 1 340 510 954 \
-        --model efficientnet_lite0 --composite dtd --methods lrp clrp sglrp --out docs/heatmaps
+        --model efficientnet_lite0 --composite dtd --methods lrp clrp sglrp --dpi 80 --out docs/heatmaps
 
 ``--model``: a shipped model name or a checkpoint path (:func:`hbjax.models.load`), or
 ``<arch>-random`` (e.g. ``vgg19-random``): an ImageNet-layout VGG with random weights, to show the
