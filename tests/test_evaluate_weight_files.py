@@ -1,5 +1,5 @@
 """hbjax-evaluate end to end on ImageNet-sized input with weight files: ``model=torchvision`` (a .pth
-and a .safetensors of a random torchvision VGG11) and ``model=keras`` (a legacy .h5 of a random
+and a .safetensors of a random torchvision VGG11, a .pth of a random ResNet-18) and ``model=keras`` (a legacy .h5 of a random
 Keras VGG16), on two images of the shared ImageNet sample through ``data=folder``.
 
 Random weights classify nothing correctly, so the output layer's bias is raised for the first
@@ -96,6 +96,29 @@ def test_torchvision_weights_end_to_end(kind, torchvision_files, imagenet_sample
     path = pth if kind == "pth" else st
     _evaluate([*_run_args(imagenet_sample, tmp_path), "model=torchvision", f"model.name={path}", "model.arch=vgg11"])
     _check_run(tmp_path, label)
+
+
+def test_torchvision_resnet_weights_end_to_end(imagenet_sample, tmp_path):
+    """model=torchvision with a ResNet-18 .pth (random weights and batch-norm statistics, biased
+    toward image 0 through the fc bias as above)."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    x, y = _first_images(imagenet_sample)
+    model = hbjax.models.from_torchvision("resnet18", net.state_dict())
+    logits = np.asarray(jax.jit(model.apply)(model.params, x))
+    with torch.no_grad():
+        net.fc.bias[int(y[0])] += _bias_shift(logits, int(y[0]))
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    del net, model
+    run_dir = tmp_path / "run"
+    _evaluate([*_run_args(imagenet_sample, run_dir), "model=torchvision", f"model.name={path}", "model.arch=resnet18"])
+    _check_run(run_dir, int(y[0]))
 
 
 VGG16_CONVS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))

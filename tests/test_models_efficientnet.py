@@ -121,20 +121,82 @@ def test_shifted_depthwise_equals_the_grouped_conv(size, kernel, stride):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_shifted_depthwise_network_equals_the_default(model, images):
-    """Logits and input gradients agree (on a 64x64 crop: XLA's CPU gradient of a depthwise conv is
-    slow)."""
-    x = images[0][:1, 80:144, 80:144]
-    shifted = efficientnet_lite("efficientnet_lite0", depthwise_impl="shifted")
-    a = np.asarray(jax.jit(model.apply)(model.params, x))
-    b = np.asarray(jax.jit(shifted.apply)(model.params, x))
-    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
-    def grad(module):
-        return jax.jit(jax.grad(lambda p, x: module.apply(p, x)[:, 0].sum(), argnums=1))
+@pytest.mark.parametrize("size,kernel,stride", [(9, 3, 2), (8, 5, 1)])
+def test_shifted_depthwise_gradients_equal_the_grouped_convs(size, kernel, stride):
+    """The custom VJP (a materialised cotangent) gives the grouped conv's gradients in x and kernel."""
+    kx, kk, kg = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(kx, (2, size, size, 4))
+    k = jax.random.normal(kk, (kernel, kernel, 1, 4))
+    pads = (same_padding(size, kernel, stride),) * 2
+    out = -(-size // stride)
+    g = jax.random.normal(kg, (2, out, out, 4))
 
-    np.testing.assert_allclose(
-        grad(model.module)(model.params, x), grad(shifted)(model.params, x), rtol=1e-3, atol=1e-6
-    )
+    def grouped(x, k):
+        return jax.lax.conv_general_dilated(
+            x, k, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=4,
+        )  # fmt: skip
+
+    ref = jax.vjp(grouped, x, k)[1](g)
+    ours = jax.jit(lambda x, k, g: jax.vjp(lambda a, b: depthwise_shifted(a, b, stride, pads), x, k)[1](g))(x, k, g)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _grouped_convs(fn, *args) -> int:
+    """Grouped convolutions (feature_group_count > 1) in the jaxpr of fn(*args), calls included."""
+
+    def count(jaxpr) -> int:
+        n = 0
+        for e in jaxpr.eqns:
+            if e.primitive.name == "conv_general_dilated" and e.params["feature_group_count"] > 1:
+                n += 1
+            for value in e.params.values():
+                sub = getattr(value, "jaxpr", value)  # a ClosedJaxpr's jaxpr, or a Jaxpr
+                if hasattr(sub, "eqns"):
+                    n += count(sub)
+        return n
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def test_the_cpu_forward_runs_shifted_and_equals_the_grouped_network(model, images):
+    """On the CPU the model's forward has no grouped conv; logits and input gradients equal those
+    of the grouped-conv network (on a 64x64 crop: XLA's CPU gradient of a depthwise conv is slow)."""
+    assert jax.default_backend() == "cpu"
+    x = images[0][:1, 80:144, 80:144]
+    grouped = efficientnet_lite("efficientnet_lite0")  # depthwise_impl="conv"
+    assert _grouped_convs(model.apply, model.params, x) == 0
+    assert _grouped_convs(grouped.apply, model.params, x) == 16
+    a = np.asarray(jax.jit(grouped.apply)(model.params, x))
+    b = np.asarray(jax.jit(model.apply)(model.params, x))
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+    def grad(apply):
+        return jax.jit(jax.grad(lambda p, x: apply(p, x)[:, 0].sum(), argnums=1))
+
+    np.testing.assert_allclose(grad(model.apply)(model.params, x), grad(grouped.apply)(model.params, x),
+                               rtol=1e-3, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("composite", ["dtd", "deep_taylor"])
+def test_lrp_reads_the_grouped_form_and_its_heatmaps_equal_the_grouped_convs(model, images, composite, monkeypatch):
+    """LRP sees 16 depthwise layers; its heatmaps (depthwise convs as shifted multiply-adds with a
+    materialised cotangent, the CPU path) equal those computed with XLA's grouped convolution."""
+    from hbjax.lrp import layers
+
+    kinds = [kind for _, kind, _ in hbjax.lrp.explained_layers(model)]
+    assert kinds.count("depthwise_conv") == 16
+    x, labels = images[0][:2, 80:144, 80:144], images[1][:2]
+    ours = np.asarray(hbjax.lrp.heatmap(model, x, labels, composite=composite))
+    monkeypatch.setattr(layers.LinearOp, "runs_shifted", lambda self, w: False)
+    grouped = hbjax.models.from_flax(
+        efficientnet_lite("efficientnet_lite0", normalize=False), model.params,
+        mean=model.normalization.mean, std=model.normalization.std,
+    )  # fmt: skip (a new network: no compiled function is reused)
+    ref = np.asarray(hbjax.lrp.heatmap(grouped, x, labels, composite=composite))
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-5 * np.abs(ref).max())
 
 
 def test_porting_names_a_missing_or_misshapen_tensor(state_dict):

@@ -99,3 +99,18 @@ def test_convolutions_leave_ynnpack_on_the_cpu():
     text = hbjax.jit(conv_relu).lower(x, w).compile().as_text()
     entry = text[text.index("ENTRY") :]
     assert " convolution(" in entry  # XLA's own convolution, not inside a YNNPACK fusion
+
+
+def test_materialize_is_the_identity_with_its_gradient():
+    x = jnp.asarray([[jnp.nan, 1.5, -2.0], [jnp.inf, 0.0, 3.0]])
+    for a in (x, x[::-1], jnp.zeros((0, 3))):
+        np.testing.assert_array_equal(xla.materialize(a), a)
+        np.testing.assert_array_equal(jax.jit(xla.materialize)(a), a)
+    y = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(jax.grad(lambda a: jnp.sum(xla.materialize(a) * a))(y), 2 * y)
+
+
+def test_materialize_leaves_a_fusion_boundary_in_the_compiled_program():
+    """The reason it exists: XLA keeps the boundary (a conditional) after its optimisations."""
+    hlo = jax.jit(lambda a: xla.materialize(a * 2) + 1).lower(jnp.ones((4, 4))).compile().as_text()
+    assert "conditional" in hlo

@@ -106,8 +106,13 @@ def _inline(jaxpr, consts, args, stack):
 
 
 def trace(net: Callable, leaves: Sequence[Any], treedef, xn: Any) -> jcore.ClosedJaxpr:
-    """The flat jaxpr of ``net(variables, xn)`` in the arguments (*parameter leaves, xn)."""
+    """The flat jaxpr of ``net(variables, xn)`` in the arguments (*parameter leaves, xn).
 
+    A network may carry ``explained``: the same function written in the form LRP reads (e.g.
+    EfficientNet-Lite's, whose CPU forward pass writes depthwise convs as shifted multiply-adds);
+    that form is traced.
+    """
+    net = getattr(net, "explained", net)
     def fn(*args):
         return net(jax.tree.unflatten(treedef, args[:-1]), args[-1])
 

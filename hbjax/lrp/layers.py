@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from hbjax import xla
 from hbjax.lrp.rules import Rule
 from hbjax.models.layers import adaptive_avg_pool
 
@@ -116,10 +117,14 @@ class LinearOp:
             and tuple(dims.out_spec) == (0, 3, 1, 2)
         )  # fmt: skip
 
+    def runs_shifted(self, w) -> bool:
+        """Whether this op runs as :func:`depthwise_shifted`: a depthwise conv on the CPU."""
+        return self.is_depthwise and w.shape[2] == 1 and jax.default_backend() == "cpu"
+
     def __call__(self, a: jnp.ndarray, w) -> jnp.ndarray:
         if self.kind == "conv":
             p = self._params()
-            if self.is_depthwise and w.shape[2] == 1 and jax.default_backend() == "cpu":
+            if self.runs_shifted(w):
                 return depthwise_shifted(a, w, p["window_strides"], p["padding"], p["rhs_dilation"])
             return lax.conv_general_dilated_p.bind(a, w, **p)
         if self.kind == "dense":
@@ -136,6 +141,8 @@ class LinearOp:
             return lax.dot_general(g, w, (((1,), (1,)), ((), ())))
         if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
             return g
+        if self.runs_shifted(w):  # one write of g, not one recomputation of it per kernel tap
+            g = xla.materialize(g)
         (a_bar,) = jax.linear_transpose(
             lambda a: self(a, w), jax.ShapeDtypeStruct((g.shape[0], *in_shape[1:]), g.dtype)
         )(g)

@@ -22,12 +22,15 @@ Module paths read ``stem``, ``stem_bn``, ``blocks_3/expand``, ``blocks_3/depthwi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from hbjax import xla
 
 # TF's EfficientNet-Lite preprocessing, (255 x - 127) / 128, as mean/std over x in [0, 1].
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -92,12 +95,32 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def depthwise_shifted(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding) -> jnp.ndarray:
     """A depthwise convolution as k*k shifted multiply-adds (same result as ``conv_general_dilated``
     with ``feature_group_count`` = channels): y = sum_ij pad(x)[s*h + i, s*w + j, c] * k[i, j, 0, c].
 
-    XLA's CPU depthwise convolution is several times slower than this on the CPU.
+    XLA's CPU depthwise convolution is several times slower than this on the CPU. The VJP is the
+    ordinary one of these sums, on a cotangent written to memory first (:func:`hbjax.xla.materialize`:
+    otherwise XLA recomputes the cotangent's producer once per kernel tap).
     """
+    return _depthwise_sums(x, kernel, stride, padding)
+
+
+def _depthwise_fwd(x, kernel, stride, padding):
+    return _depthwise_sums(x, kernel, stride, padding), (x, kernel)
+
+
+def _depthwise_bwd(stride, padding, residuals, g):
+    x, kernel = residuals
+    _, vjp = jax.vjp(lambda a, k: _depthwise_sums(a, k, stride, padding), x, kernel)
+    return vjp(xla.materialize(g))
+
+
+depthwise_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _depthwise_sums(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding) -> jnp.ndarray:
     kh, kw = kernel.shape[:2]
     x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     out_h = (x.shape[1] - kh) // stride + 1
@@ -154,6 +177,24 @@ class Conv(nn.Module):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=self.groups,
         )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DepthwiseByBackend:
+    """A network on the normalised input, ``logits = net(variables, xn)``, in two forms that compute
+    the same sums: ``shifted`` (each depthwise conv as k*k shifted multiply-adds) runs the forward
+    pass on the CPU, where XLA's grouped convolution is 10-15x slower; ``explained`` (one grouped
+    ``conv_general_dilated`` each) runs it elsewhere and is the form LRP traces
+    (:func:`hbjax.lrp.graph.trace` reads a network's ``explained``), since it reads a grouped conv as
+    one linear layer (and computes it with shifted multiply-adds on the CPU itself). Compared and
+    hashed by identity, like ``hbjax.models.from_flax``'s networks."""
+
+    explained: Callable[[Any, jnp.ndarray], jnp.ndarray]
+    shifted: Callable[[Any, jnp.ndarray], jnp.ndarray]
+
+    def __call__(self, variables: Any, xn: jnp.ndarray) -> jnp.ndarray:
+        net = self.shifted if jax.default_backend() == "cpu" else self.explained
+        return net(variables, xn)
 
 
 def batch_norm(name: str) -> nn.BatchNorm:

@@ -27,6 +27,7 @@ import numpy as np
 from hbjax.models.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, read_header
 from hbjax.models.efficientnet import (
     ARCHS,
+    DepthwiseByBackend,
     EfficientNetLite,
     block_specs,
     efficientnet_lite,
@@ -75,15 +76,17 @@ def as_model(module: EfficientNetLite, variables: Any, meta: dict) -> Any:
     """The one place where a Flax module and its variables become an hbjax model.
 
     :func:`hbjax.models.from_flax` (the general Model of any Flax network) applies mean/std itself,
-    so the network is the module with ``normalize=False``.
+    so the network is the module with ``normalize=False``. The forward pass writes depthwise convs
+    as shifted multiply-adds on the CPU, LRP reads them as grouped convs (:class:`DepthwiseByBackend`).
     """
-    from hbjax.models.adapters import from_flax
+    from hbjax.models.adapters import FlaxNetwork, from_flax
 
     model = from_flax(
-        module.clone(normalize=False), variables, mean=module.mean, std=module.std,
-        class_names=meta.get("class_names"),
+        module.clone(normalize=False, depthwise_impl="conv"), variables, mean=module.mean,
+        std=module.std, class_names=meta.get("class_names"),
     )  # fmt: skip
-    return model.replace(meta={**model.meta, **meta})
+    shifted = FlaxNetwork(module.clone(normalize=False, depthwise_impl="shifted"), model.network.kwargs)
+    return model.replace(network=DepthwiseByBackend(model.network, shifted), meta={**model.meta, **meta})
 
 
 # ---------------------------------------------------------------- porting
