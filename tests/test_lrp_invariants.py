@@ -323,6 +323,21 @@ def test_explain_figure(biased, tmp_path):
         lrp.explain_figure(biased, x, other_rank=6)
 
 
+def test_methods_figure(biased, tmp_path):
+    """One figure per image: a row per method, a column per class (the prediction, then ranks)."""
+    x = images(2, seed=13)
+    figs = lrp.methods_figure(biased, x, composite="dtd", methods=("lrp", "sglrp"), other_ranks=(2, 4))
+    assert len(figs) == 2
+    titles = [ax.get_title() for ax in figs[1].axes]
+    assert len(titles) == 2 * 4
+    assert titles[0] == "LRP" and titles[1].startswith("LRP ") and "(top-1)" in titles[1]
+    assert "(top-4)" in titles[3] and titles[4] == "SGLRP" and titles[6].startswith("SGLRP ")
+    figs[0].savefig(tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="other_ranks"):
+        lrp.methods_figure(biased, x, other_ranks=(1,))
+
+
 def test_heatmaps_script(tmp_path, monkeypatch):
     """scripts/heatmaps.py renders a folder of images with the shipped CIFAR-10 model."""
     folder = tmp_path / "images"
@@ -337,3 +352,9 @@ def test_heatmaps_script(tmp_path, monkeypatch):
         runpy.run_path(str(REPO / "scripts" / "heatmaps.py"), run_name="__main__")
     assert exit_info.value.code == 0
     assert sorted(p.name for p in out.iterdir()) == ["vgg19_cifar_dtd_lrp_00.png", "vgg19_cifar_dtd_lrp_01.png"]
+    # --methods: one PNG per image, named after it
+    monkeypatch.setattr(sys, "argv", [*argv[:4], "--methods", "lrp", "clrp", "--indices", "2", "--out", str(out / "m")])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "scripts" / "heatmaps.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert [p.name for p in (out / "m").iterdir()] == ["vgg19_cifar_dtd_lrp_clrp_2.png"]

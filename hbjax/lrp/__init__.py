@@ -21,7 +21,7 @@ from hbjax.lrp.explain import (
 )
 from hbjax.lrp.graph import UnsupportedOperation
 from hbjax.lrp.layers import LayerRule, LinearOp, lrp_linear, max_pool_winner, relu_pass, stabilize
-from hbjax.lrp.plot import explain_figure, plot_panels
+from hbjax.lrp.plot import explain_figure, methods_figure, plot_panels
 from hbjax.lrp.rules import (
     RULES,
     Group,
@@ -47,7 +47,7 @@ from hbjax.lrp.rules import (
 __all__ = [
     "COMPOSITES", "METHODS", "RULES", "Composite", "Group", "Mod", "Rule", "Term", "UnsupportedOperation", "alpha_beta",
     "binarize", "epsilon", "explain_figure", "explained_layers", "flat", "gamma", "get_composite", "gradient", "heatmap",
-    "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "make_rule", "norm",
+    "heatmap_and_logits", "initial_relevance", "layer_relevances", "lrp0", "make_rule", "methods_figure", "norm",
     "plot_panels", "register_composite", "relevance", "relevance_and_logits", "relevance_fn", "wsquare",
     "zbox", "zplus",
 ]  # fmt: skip

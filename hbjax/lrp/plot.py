@@ -101,3 +101,52 @@ def explain_figure(
         ])  # fmt: skip
     columns = [("predicted", np.asarray(h_pred)), ("other", np.asarray(h_other)), ("mask", np.asarray(mask))]
     return plot_panels(np.asarray(x), columns, row_titles=rows, title=title)
+
+
+def methods_figure(
+    model: Model,
+    x: Any,
+    *,
+    composite: str | Any = "dtd",
+    methods: Sequence[str] = ("lrp", "clrp", "sglrp"),
+    other_ranks: Sequence[int] = (2, 3),
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> list:
+    """One figure per image of x (N, H, W, 3), the paper's Figures 1-2 side by side: a row per
+    heatmap method (LRP, CLRP, SGLRP), a column per explained class: the predicted class and the
+    classes ranked ``other_ranks`` (e.g. 2 and 3) by the model's logits. Each heatmap is scaled to
+    its own max |h| (white is zero; CLRP is clipped at zero by definition)."""
+    if any(not 2 <= r <= model.num_classes for r in other_ranks):
+        raise ValueError(f"other_ranks must lie in 2..{model.num_classes}, got {tuple(other_ranks)}")
+    x = jnp.asarray(x)
+    logits = np.asarray(model.apply(model.params, x))
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    ranks = (1, *other_ranks)
+    classes = order[:, [r - 1 for r in ranks]]  # (N, len(ranks))
+    maps = {
+        (m, j): np.asarray(heatmap(model, x, jnp.asarray(classes[:, j]), composite=composite, method=m))
+        for m in methods for j in range(len(ranks))
+    }  # fmt: skip
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    names = list(class_names) if class_names is not None else model.class_names
+
+    def label(c: int) -> str:
+        return f"{(names[c] if c < len(names) else str(c))[:22]} ({c})"
+
+    figures = []
+    for i in range(len(x)):
+        rows = [
+            [f"{m.upper()}"] + [
+                f"{m.upper()} {label(int(classes[i, j]))}\np={probs[i, classes[i, j]]:.3f} (top-{r})"
+                for j, r in enumerate(ranks)
+            ]
+            for m in methods
+        ]  # fmt: skip
+        columns = [
+            (f"top-{r}", np.stack([maps[(m, j)][i] for m in methods])) for j, r in enumerate(ranks)
+        ]  # fmt: skip
+        images = np.repeat(np.asarray(x[i : i + 1]), len(methods), axis=0)
+        figures.append(plot_panels(images, columns, row_titles=rows, title=title))
+    return figures
