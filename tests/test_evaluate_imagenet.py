@@ -25,6 +25,8 @@ from hbjax.experiment import store
 from hbjax.experiment.summary import GROUPS
 from hbjax.models import efficientnet_weights as ew
 
+from tests._images import seeded_first_images
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM = 2
 KS = (1, 2, 3, 4, 5)
@@ -54,10 +56,7 @@ def run(imagenet_sample, tmp_path_factory):
 
 def first_images(imagenet_sample):
     """The images the run reads (the folder in the seeded order of seed 0) and their labels."""
-    folder = hbjax.data.ImageFolder(str(imagenet_sample), "val", hbjax.data.Preprocess("imagenet"))
-    order = np.random.default_rng(0).permutation(len(folder))[:NUM]
-    x, y, _ = next(folder.batches(NUM, indices=order))
-    return x, np.asarray(y)
+    return seeded_first_images(imagenet_sample, NUM)
 
 
 def test_paper_imagenet_run_writes_its_files(run):

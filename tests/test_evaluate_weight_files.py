@@ -12,7 +12,6 @@ tests take longer than most.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -27,6 +26,8 @@ import hbjax
 import hbjax.data
 from hbjax.experiment import store
 
+from tests._images import seeded_first_images
+
 NUM = 2
 
 
@@ -39,10 +40,7 @@ def _evaluate(args):
 
 def _first_images(imagenet_sample):
     """The images the run reads first (the folder's order under seed 0) and their labels."""
-    folder = hbjax.data.ImageFolder(str(imagenet_sample), "val", hbjax.data.Preprocess("imagenet"))
-    order = np.random.default_rng(0).permutation(len(folder))[:NUM]
-    x, y, _ = next(folder.batches(NUM, indices=order))
-    return x, y
+    return seeded_first_images(imagenet_sample, NUM)
 
 
 def _bias_shift(logits: np.ndarray, label: int) -> float:
