@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from hbjax import xla
+from hbjax.models.layers import shifted_depthwise_sums
 
 # TF's EfficientNet-Lite preprocessing, (255 x - 127) / 128, as mean/std over x in [0, 1].
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -121,22 +122,7 @@ depthwise_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def _depthwise_sums(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding) -> jnp.ndarray:
-    kh, kw = kernel.shape[:2]
-    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    out_h = (x.shape[1] - kh) // stride + 1
-    out_w = (x.shape[2] - kw) // stride + 1
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            window = jax.lax.slice(
-                x,
-                (0, i, j, 0),
-                (x.shape[0], i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, x.shape[3]),
-                (1, stride, stride, 1),
-            )
-            term = window * kernel[i, j, 0]
-            y = term if y is None else y + term
-    return y
+    return shifted_depthwise_sums(x, kernel, (stride, stride), padding, (1, 1))
 
 
 class Conv(nn.Module):

@@ -86,3 +86,27 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     scatter) routes each window's cotangent to the first maximal input in row-major order, as
     torch's does."""
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def shifted_depthwise_sums(a: jnp.ndarray, w: jnp.ndarray, strides, padding, dilation) -> jnp.ndarray:
+    """A depthwise conv (NHWC input, (kh, kw, 1, C m) kernel, output channel o reads input channel
+    o // m) as kh * kw shifted, strided multiply-adds: the same sums as
+    ``lax.conv_general_dilated`` with ``feature_group_count=C``, several times faster on the CPU
+    than XLA's grouped convolution, forward and transposed."""
+    kh, kw, _, cout = w.shape
+    b, _, _, cin = a.shape
+    a = jnp.pad(a, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    if cout != cin:
+        a = jnp.repeat(a, cout // cin, axis=-1)
+    (sh, sw), (dh, dw) = strides, dilation
+    height, width = a.shape[1:3]
+    ho = (height - (kh - 1) * dh - 1) // sh + 1
+    wo = (width - (kw - 1) * dw - 1) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            start = (0, i * dh, j * dw, 0)
+            limit = (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, cout)
+            term = lax.slice(a, start, limit, (1, sh, sw, 1)) * w[i, j, 0]
+            out = term if out is None else out + term
+    return out
