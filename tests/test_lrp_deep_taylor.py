@@ -134,3 +134,30 @@ def test_max_pool_winner_routes_like_torch_on_ties():
         (ours,) = vjp(jnp.asarray(g))
         np.testing.assert_array_equal(np.asarray(out), np.asarray(hbjax.models.layers.max_pool_2x2(jnp.asarray(x))))
     np.testing.assert_array_equal(np.asarray(ours), xt.grad.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("kernel, stride, padding, size", [
+    (3, 2, 1, 9),  # ResNet's stem pool: overlapping windows, -inf padding
+    (3, 2, 1, 8),
+    (2, 2, 0, 7),  # floor mode: the last row and column belong to no window
+    (3, 1, 1, 5),
+])  # fmt: skip
+def test_max_pool_first_winner_routes_like_torch_on_ties(kernel, stride, padding, size):
+    """Any max-pool the LRP graph meets: each window's cotangent goes to its first maximum in
+    row-major order, as torch's max_pool2d gradient (overlapping windows add up)."""
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.normal(size=(2, size, size + 1, 3)), 0) * (rng.uniform(size=(2, size, size + 1, 3)) < 0.4)
+    x[0, 1:4, 1:4, 1] = 0.25  # ties at a positive value across overlapping windows
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    out_t = torch.nn.functional.max_pool2d(xt, kernel, stride, padding)
+    g = rng.normal(size=out_t.shape)
+    out_t.backward(torch.tensor(g))
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    window = ((1, kernel, kernel, 1), (1, stride, stride, 1), pad)
+    with jax.enable_x64(True):
+        out, vjp = jax.vjp(lambda a: lrp.layers.max_pool_first_winner(window, a), jnp.asarray(x))
+        (ours,) = vjp(jnp.asarray(g.transpose(0, 2, 3, 1)))
+    np.testing.assert_array_equal(np.asarray(out), out_t.detach().numpy().transpose(0, 2, 3, 1))
+    expected = xt.grad.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(np.asarray(ours) != 0, expected != 0)  # the same winners
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-13, atol=0)  # sums in another order

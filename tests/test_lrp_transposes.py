@@ -113,3 +113,72 @@ def test_depthwise_conv_as_shifted_multiply_adds_equals_the_grouped_conv(
     g = jnp.asarray(rng.normal(size=plain(x).shape))
     expected = jax.vjp(plain, x)[1](g)[0]
     np.testing.assert_allclose(op.transpose(g, w, x.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+def _conv_op(kernel: tuple[int, int], stride: tuple[int, int], padding, dilation=(1, 1)) -> LinearOp:
+    from jax import lax
+
+    params = dict(
+        window_strides=stride, padding=padding, lhs_dilation=(1, 1), rhs_dilation=dilation,
+        dimension_numbers=lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)),
+        feature_group_count=1, batch_group_count=1, precision=None, preferred_element_type=None,
+        out_sharding=None,
+    )  # fmt: skip
+    return LinearOp("conv", params=tuple(sorted(params.items())))
+
+
+def _plain_transpose(op: LinearOp, g, w, in_shape):
+    from jax import lax
+
+    conv = lambda a: lax.conv_general_dilated_p.bind(a, w, **dict(op.params))  # noqa: E731
+    return jax.linear_transpose(conv, jax.ShapeDtypeStruct(in_shape, g.dtype))(g)[0]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, size", [
+    ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1), 23),  # a ResNet stem
+    ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1), 24),
+    ((3, 3), (2, 2), ((0, 1), (0, 1)), (1, 1), 12),  # TF "SAME", stride 2 (EfficientNet's stem)
+    ((3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 9),  # dilated
+    ((1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 15),
+])  # fmt: skip
+def test_ones_transpose_of_strided_and_dilated_convs(kernel, stride, padding, dilation, size):
+    """The flat rule's transpose on convs the box sum does not cover: one single-channel transposed
+    conv of the channel sum, equal to the transpose of the all-ones kernel."""
+    op = _conv_op(kernel, stride, padding, dilation)
+    in_shape, kernel_shape = (2, size, size - 1, 3), (*kernel, 3, 5)
+    out_shape = jax.eval_shape(lambda a: op(a, jnp.ones(kernel_shape)), jnp.zeros(in_shape)).shape
+    g = jnp.asarray(np.random.default_rng(5).normal(size=out_shape))
+    fast = op.transpose_ones(g, kernel_shape, in_shape)
+    np.testing.assert_allclose(fast, _plain_transpose(op, g, jnp.ones(kernel_shape), in_shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, size", [((1, 1), 6), ((2, 2), 7), ((2, 2), 8), ((2, 1), 5)])
+def test_pointwise_conv_transpose_is_a_product_with_the_kernel(stride, size):
+    """A 1x1 conv's transpose as g W^T placed at the positions the conv read (zeros between)."""
+    op = _conv_op((1, 1), stride, ((0, 0), (0, 0)))
+    assert op.is_pointwise
+    rng = np.random.default_rng(6)
+    in_shape = (2, size, size + 1, 4)
+    w = jnp.asarray(rng.normal(size=(1, 1, 4, 3)))
+    out_shape = jax.eval_shape(lambda a: op(a, w), jnp.zeros(in_shape)).shape
+    g = jnp.asarray(rng.normal(size=out_shape))
+    np.testing.assert_allclose(op.transpose(g, w, in_shape), _plain_transpose(op, g, w, in_shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", [rules.zplus(), rules.epsilon(0.1), rules.gamma(0.25), rules.alpha_beta(2.0, 1.0)])
+def test_a_scaled_layer_explains_like_its_folded_kernel(rule):
+    """lrp_linear with a per-channel output scale s (a merged batch norm, the forward kept as the
+    network computes it) gives the output and the relevance of the layer with kernel W s."""
+    op = _conv_op((3, 3), (2, 2), ((1, 1), (1, 1)))
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(np.maximum(rng.normal(size=(2, 7, 7, 3)), 0))
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
+    b = jnp.asarray(rng.normal(size=(4,)))
+    scale = jnp.asarray([0.5, -1.5, 2.0, 1e-3]).reshape(1, 1, 1, 4)  # a negative scale swaps W+ and W-
+    folded = w * scale.reshape(4)
+    spec_scaled = LayerRule(op, rule, scale_axis=3)
+    out_s, vjp_s = jax.vjp(lambda a: lrp_linear(spec_scaled, a, w, b, None, scale), x)
+    out_f, vjp_f = jax.vjp(lambda a: lrp_linear(LayerRule(op, rule), a, folded, b, None), x)
+    np.testing.assert_allclose(out_s, out_f, rtol=1e-12, atol=1e-12)
+    r = jnp.asarray(rng.normal(size=out_s.shape))
+    np.testing.assert_allclose(vjp_s(r)[0], vjp_f(r)[0], rtol=1e-9, atol=1e-12)

@@ -39,7 +39,15 @@ import numpy as np
 from jax.extend import core as jcore
 
 from hbjax.lrp.composites import Composite
-from hbjax.lrp.layers import LayerRule, LinearOp, activation_pass, lrp_linear, lrp_sum
+from hbjax.lrp.layers import (
+    LayerRule,
+    LinearOp,
+    activation_pass,
+    linear_output,
+    lrp_linear,
+    lrp_sum,
+    max_pool_first_winner,
+)
 from hbjax.lrp.rules import Rule
 
 try:  # the name stack of an equation, for inlined calls
@@ -459,8 +467,11 @@ def _compact(c: jnp.ndarray, rank: int) -> jnp.ndarray:
     return c.reshape((1,) * (rank - c.ndim) + c.shape)
 
 
-def _folded(node: Node, eqn, read, dtype):
-    """Kernel and bias of a linear layer with its affine maps folded in: W' = W s, b' = s b + t."""
+def _folded(node: Node, eqn, read, dtype, keep_conv_scale: bool = False):
+    """Kernel and bias of a linear layer with its affine maps folded in: W' = W s, b' = s b + t.
+
+    With ``keep_conv_scale``, a conv's kernel is returned as it is, with s: (W, s, b'); else
+    (W', None, b')."""
     w = jnp.asarray(read(node.kernel), dtype)
     rank = len(eqn.outvars[0].aval.shape)
     s, t = None, None
@@ -485,6 +496,8 @@ def _folded(node: Node, eqn, read, dtype):
     if s is not None:
         s = jnp.asarray(s, dtype)
         channels = _channel_dims(eqn)
+        if eqn.primitive.name == "conv_general_dilated" and keep_conv_scale:
+            return w, s, t
         if eqn.primitive.name == "conv_general_dilated":
             out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
             vec = s.reshape(-1) if s.size > 1 else s.reshape(())
@@ -500,7 +513,7 @@ def _folded(node: Node, eqn, read, dtype):
             for d, n in zip(free, jnp.shape(sub)):
                 shape[d] = n
             w = w * jnp.reshape(sub, shape)
-    return w, t
+    return w, None, t
 
 
 def evaluate(
@@ -542,14 +555,17 @@ def evaluate(
                     out = lrp_linear(LayerRule(op, node.rule, node.nonneg), x, consts, None, None)
             else:
                 head = jp.eqns[node.head]
-                w, b = _folded(node, head, read, dtype)
+                # a conv's forward keeps its per-channel scale on the output, as the network has
+                # it: the rule's kernels are computed from W s, never a scaled copy for the forward
+                w, scale, b = _folded(node, head, read, dtype, keep_conv_scale=True)
                 op = LinearOp("conv" if head.primitive.name == "conv_general_dilated" else "dense",
                               params=tuple(sorted(head.params.items())))  # fmt: skip
                 if node.rule.is_gradient:
-                    out = op(x, w) if b is None else op(x, w) + b
+                    out = linear_output(op, x, w, b, scale)
                 else:
                     bnd = _bounds(node, bounds, dtype)
-                    out = lrp_linear(LayerRule(op, node.rule, node.nonneg), x, w, b, bnd)
+                    axis = head.params["dimension_numbers"].rhs_spec[0] if scale is not None else None
+                    out = lrp_linear(LayerRule(op, node.rule, node.nonneg, axis), x, w, b, bnd, scale)
             outs = [out]
             out_vars = [node.out]
         else:
@@ -561,6 +577,10 @@ def evaluate(
                 consts = tuple(a for k, a in enumerate(invals) if k != pos)
                 step = (e.primitive, tuple(sorted(e.params.items())), pos, tuple(range(len(consts))))
                 outs = [activation_pass(step, invals[pos], consts)]
+            elif _winner_pool(e):
+                p = e.params
+                window = (tuple(p["window_dimensions"]), tuple(p["window_strides"]), tuple(map(tuple, p["padding"])))
+                outs = [max_pool_first_winner(window, invals[0])]
             else:
                 outs = e.primitive.bind(*invals, **e.params)
                 if not e.primitive.multiple_results:
@@ -574,6 +594,17 @@ def evaluate(
                 record.append(outs[0])
         env.update(zip(out_vars, outs))
     return read(jp.outvars[0])
+
+
+def _winner_pool(eqn) -> bool:
+    """Whether eqn is a max-pool (no dilations) whose relevance goes to the first winner of each
+    window (:func:`hbjax.lrp.layers.max_pool_first_winner`; the same as its plain gradient but for
+    the choice among tied inputs, where it takes torch's)."""
+    p = eqn.params
+    return (
+        eqn.primitive.name == "reduce_window_max"
+        and all(d == 1 for d in p["base_dilation"]) and all(d == 1 for d in p["window_dilation"])
+    )  # fmt: skip
 
 
 def _act_vars(plan: Plan) -> set:

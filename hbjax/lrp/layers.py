@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -136,10 +137,37 @@ class LinearOp:
             return _run_chain(self.chain, a, w)
         raise ValueError(f"unknown linear op {self.kind!r}")
 
+    @property
+    def is_nhwc_ungrouped(self) -> bool:
+        """A conv in NHWC/HWIO with one feature group (any stride, padding, dilation)."""
+        if self.kind != "conv":
+            return False
+        p = self._params()
+        dims = p["dimension_numbers"]
+        return (
+            p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+            and tuple(dims.lhs_spec) == (0, 3, 1, 2) and tuple(dims.rhs_spec) == (3, 2, 0, 1)
+            and tuple(dims.out_spec) == (0, 3, 1, 2)
+        )  # fmt: skip
+
+    @property
+    def is_pointwise(self) -> bool:
+        """A 1x1 conv (any stride) in NHWC/HWIO with one feature group and no padding or input
+        dilation: per position a matrix product with the kernel."""
+        if self.kind != "conv" or not self.params:
+            return False
+        p = self._params()
+        return (
+            self.is_nhwc_ungrouped and tuple(p["lhs_dilation"]) == (1, 1)
+            and all(tuple(lh) == (0, 0) for lh in p["padding"])
+        )  # fmt: skip
+
     def transpose(self, g: jnp.ndarray, w, in_shape: tuple[int, ...]) -> jnp.ndarray:
         """op^T(g; W): the gradient of <op(a, W), g> with respect to a, for a of shape in_shape."""
         if self.is_standard_dense:  # g W^T without materialising W^T
             return lax.dot_general(g, w, (((1,), (1,)), ((), ())))
+        if self.is_pointwise and w.shape[:2] == (1, 1):
+            return _pointwise_transpose(g, w[0, 0], self._params()["window_strides"], in_shape)
         if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
             return g
         if self.runs_shifted(w):  # one write of g, not one recomputation of it per kernel tap
@@ -161,6 +189,11 @@ class LinearOp:
         kh, kw = kernel_shape[:2]
         pads = self._params()["padding"] if self.kind == "conv" else ()
         fast = self.is_standard_conv and all(0 <= p <= k - 1 for (lo, hi), k in zip(pads, (kh, kw)) for p in (lo, hi))
+        if not fast and self.kind == "conv" and self.is_nhwc_ungrouped:
+            # one input and one output channel: the transpose of the channel sum of g, broadcast
+            s = jnp.sum(g, axis=-1, keepdims=True)
+            c = self.transpose(s, jnp.ones((kh, kw, 1, 1), g.dtype), (*in_shape[:-1], 1))
+            return jnp.broadcast_to(c, out)
         if not fast:
             return self.transpose(g, jnp.ones(kernel_shape, g.dtype), in_shape)
         s = jnp.sum(g, axis=-1)
@@ -169,6 +202,20 @@ class LinearOp:
         pad = ((0, 0), (kh - 1 - ph_lo, kh - 1 - ph_hi), (kw - 1 - pw_lo, kw - 1 - pw_hi))
         box = lax.reduce_window(s, jnp.zeros((), s.dtype), lax.add, (1, kh, kw), (1, 1, 1), pad)
         return jnp.broadcast_to(box[..., None], out)
+
+
+def _pointwise_transpose(g: jnp.ndarray, w: jnp.ndarray, strides, in_shape) -> jnp.ndarray:
+    """The transpose of a 1x1 conv of stride s with kernel w (C_in, C_out): g W^T at the positions
+    the conv read (every s-th row and column; zeros elsewhere). A matrix product with the kernel as
+    stored: no transposed copy of it, and no product with the zeros of a dilated input."""
+    a = lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+    if all(s == 1 for s in strides) and a.shape[1:3] == tuple(in_shape[1:3]):
+        return a
+    cfg = [(0, 0, 0)]
+    for n_in, n_out, s in zip(in_shape[1:3], a.shape[1:3], strides):
+        cfg.append((0, n_in - ((n_out - 1) * s + 1), s - 1))
+    cfg.append((0, 0, 0))
+    return lax.pad(a, jnp.zeros((), a.dtype), cfg)
 
 
 def _run_chain(chain: tuple, a: jnp.ndarray, consts: tuple) -> jnp.ndarray:
@@ -189,6 +236,7 @@ class LayerRule:
     op: LinearOp
     rule: Rule
     nonneg_input: bool = False
+    scale_axis: int | None = None  # the kernel axis a per-output-channel scale multiplies
 
 
 def _term_input(kind: str, x: jnp.ndarray, bounds, nonneg: bool) -> jnp.ndarray | None:
@@ -272,31 +320,49 @@ def _transposes(op: LinearOp, g: jnp.ndarray, live, in_shape) -> list[jnp.ndarra
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def lrp_linear(spec: LayerRule, x: jnp.ndarray, w, b, bounds) -> jnp.ndarray:
-    """op(x, W) + b; its VJP maps relevance R_out to R_in with ``spec.rule``.
+def lrp_linear(spec: LayerRule, x: jnp.ndarray, w, b, bounds, scale=None) -> jnp.ndarray:
+    """op(x, W) s + b; its VJP maps relevance R_out to R_in with ``spec.rule`` applied to the layer
+    with kernel W s (s scales the kernel's ``spec.scale_axis``: a batch norm merged into the layer).
 
     Args:
       spec: the layer's op, rule and input sign knowledge (static).
       x: the layer input; w, b: kernel and bias (None for pooling), in x's dtype.
       bounds: (low, high) per-channel arrays for z^B, or None.
+      scale: None, or a per-output-channel scale shaped to broadcast against the output. The
+        forward pass multiplies the output by it, as the network did (no scaled copy of W is made
+        for it); the rule's modified kernels are computed from W s.
     """
-    return _linear(spec.op, x, w, b)
+    return linear_output(spec.op, x, w, b, scale)
 
 
-def _linear(op: LinearOp, x, w, b):
+def linear_output(op: LinearOp, x, w, b, scale=None):
     z = op(x, w)
+    if scale is not None:
+        z = z * scale
     return z if b is None else z + b
 
 
-def _fwd(spec, x, w, b, bounds):
-    z = _linear(spec.op, x, w, b)
-    return z, (x, w, b, z, bounds)
+def scale_kernel(w: jnp.ndarray, scale, axis: int) -> jnp.ndarray:
+    """W s: the kernel with its output axis ``axis`` multiplied by the per-channel (or scalar) s."""
+    vec = jnp.reshape(scale, (-1,))
+    if vec.size == 1:
+        return w * vec.reshape(())
+    shape = [1] * w.ndim
+    shape[axis] = vec.shape[0]
+    return w * vec.reshape(shape)
+
+
+def _fwd(spec, x, w, b, bounds, scale):
+    z = linear_output(spec.op, x, w, b, scale)
+    return z, (x, w, b, z, bounds, scale)
 
 
 def _bwd(spec, res, r):
-    x, w, b, z, bounds = res
+    x, w, b, z, bounds, scale = res
     zero_w = jax.tree.map(jnp.zeros_like, w) if isinstance(w, tuple) else None
-    return (_rule_backward(spec, x, w, b, z, bounds, r), zero_w, None, None)
+    if scale is not None:
+        w = scale_kernel(w, scale, spec.scale_axis)
+    return (_rule_backward(spec, x, w, b, z, bounds, r), zero_w, None, None, None)
 
 
 lrp_linear.defvjp(_fwd, _bwd)
@@ -360,48 +426,50 @@ def _unbroadcast(r: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
 lrp_sum.defvjp(_sum_fwd, _sum_bwd)
 
 
-@jax.custom_vjp
-def max_pool_winner(x: jnp.ndarray) -> jnp.ndarray:
-    """2x2 max-pool, stride 2 (floor mode), NHWC, whose VJP sends each window's cotangent to one
-    winner: the first maximal input in row-major order (torch's ``max_pool2d`` choice). Ties matter
-    where relevance reaches zero activations (a plain-gradient average pool above a pass-through
-    ReLU, as in ``deep_taylor``): all four inputs are then 0."""
-    return _window_max(x)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def max_pool_first_winner(window: tuple, x: jnp.ndarray) -> jnp.ndarray:
+    """Max-pooling (``lax.reduce_window_max`` with ``window`` = (window_dimensions, window_strides,
+    padding), any rank) whose VJP sends each window's cotangent to one winner: the first maximal
+    input in row-major order over the window, torch's ``max_pool2d`` choice (XLA's and JAX's own
+    gradient need a variadic window reduction over index arrays, several times slower on the CPU).
+    Ties matter where relevance reaches zero activations (a plain-gradient average pool above a
+    pass-through ReLU, as in ``deep_taylor``): all inputs of a window are then 0."""
+    dims, strides, padding = window
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, padding)
 
 
-def _windows(x: jnp.ndarray) -> jnp.ndarray:
-    b, h, w, c = x.shape
-    h2, w2 = h // 2, w // 2
-    return x[:, : 2 * h2, : 2 * w2, :].reshape(b, h2, 2, w2, 2, c)
+def _max_pool_first_winner_fwd(window, x):
+    out = max_pool_first_winner(window, x)
+    return out, (x, out)
 
 
-def _window_max(x):
-    win = _windows(x)
-    return win.max(axis=(2, 4)), win
-
-
-def _max_pool_fwd(x):
-    out, win = _window_max(x)
-    return out, (x, win, out)
-
-
-def _max_pool_bwd(res, g):
-    x, win, out = res
-    hit = win == out[:, :, None, :, None, :]
-    # first hit in row-major order over (dy, dx): (0,0), (0,1), (1,0), (1,1)
-    h00, h01, h10, h11 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1], hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
-    f00 = h00
-    f01 = h01 & ~h00
-    f10 = h10 & ~(h00 | h01)
-    f11 = h11 & ~(h00 | h01 | h10)
+def _max_pool_first_winner_bwd(window, res, g):
+    dims, strides, padding = window
+    x, out = res
+    xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
     zero = jnp.zeros((), g.dtype)
-    rows = [jnp.stack([jnp.where(a, g, zero), jnp.where(b, g, zero)], axis=3) for a, b in ((f00, f01), (f10, f11))]
-    win_g = jnp.stack(rows, axis=2)  # (b, h2, 2, w2, 2, c)
-    b, h2, _, w2, _, c = win_g.shape
-    dx = win_g.reshape(b, 2 * h2, 2 * w2, c)
-    if dx.shape != x.shape:  # odd sizes: the floor-mode remainder gets nothing
-        dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - 2 * h2), (0, x.shape[2] - 2 * w2), (0, 0)))
+    taken = None
+    dxp = None
+    for off in itertools.product(*(range(k) for k in dims)):  # row-major order
+        limit = [o + (n - 1) * s + 1 for o, n, s in zip(off, out.shape, strides)]
+        hit = lax.slice(xp, off, limit, strides) == out
+        first = hit if taken is None else hit & ~taken
+        taken = hit if taken is None else taken | hit
+        # the window tap at offset `off` of output position i reads padded input off + i * stride
+        cfg = [(o, p - lim, s - 1) for o, p, lim, s in zip(off, xp.shape, limit, strides)]
+        part = lax.pad(jnp.where(first, g, zero), zero, cfg)
+        dxp = part if dxp is None else dxp + part
+    starts = [lo for lo, _ in padding]
+    dx = lax.slice(dxp, starts, [b + n for b, n in zip(starts, x.shape)])
     return (dx,)
 
 
-max_pool_winner.defvjp(_max_pool_fwd, _max_pool_bwd)
+max_pool_first_winner.defvjp(_max_pool_first_winner_fwd, _max_pool_first_winner_bwd)
+
+MAX_POOL_2X2 = ((1, 2, 2, 1), (1, 2, 2, 1), ((0, 0), (0, 0), (0, 0), (0, 0)))
+
+
+def max_pool_winner(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max-pool, stride 2 (floor mode), NHWC, with the winner-takes-all VJP of
+    :func:`max_pool_first_winner`."""
+    return max_pool_first_winner(MAX_POOL_2X2, x)
