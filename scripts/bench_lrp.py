@@ -16,15 +16,19 @@ VGG19 or a ResNet (``--arch resnet50``; torchvision layout, random weights with 
 The four are timed in interleaved rounds (forward, LRP, zennit, torch forward, then again) after a
 warm-up round, so that other load on the machine hits all of them alike, with a 0.2 s pause before
 each call (torch's and XLA's worker threads spin for a while after their work and would slow the
-next part). The run is bounded: no further round starts once it would end more than ``--budget-s``
+next part). zennit and the torch forward run in a child process of their own (each side times its
+own calls): in one process, torch's work slowed the XLA work after it for longer than any pause
+(see :class:`benchparts.ChildParts`). The run is bounded: no further round starts once it would end more than ``--budget-s``
 (170) seconds after the first call; at least two timed rounds run. The ratios are the medians
 over the rounds of each round's ratio (the two timings of a ratio are taken back to back, which
 keeps them robust when the load on the machine changes); ``*_s`` are the best times and
 ``ratios_of_best`` the ratios of those. zennit runs as a user would call it on a torchvision model
 (parameters left with ``requires_grad``). Memory: the peak
 growth of the resident set during each call (sampled every 2 ms from /proc/self/statm), in the
-warm-up call (compilation included for JAX) and in the timed calls, and XLA's own account of the
-compiled LRP function (``memory_analysis``: arguments, outputs, temporaries).
+warm-up call (compilation included for JAX) and in one more call of each part after the timed
+rounds (never during a timed call: on a 2-core machine the sampling thread would slow the part it
+measures), and XLA's own account of the compiled LRP function (``memory_analysis``: arguments,
+outputs, temporaries).
 
 The bars' verdicts are printed ("holds" or "FAILS"); the last line printed is a JSON object with
 ``lrp_over_forward``, ``zennit_over_hbjax`` and ``bars`` (name -> [operator, limit, holds]).
@@ -40,52 +44,15 @@ import argparse
 import json
 import os
 import resource
-import threading
 import time
 
 import numpy as np
+from benchparts import ChildParts, local
 
 MIB = 1024.0 * 1024.0
 PAUSE_S = 0.2
 BAR_LRP_OVER_FORWARD = 3.2  # VGG19 and ResNet-50, issue 14 item 6
 BAR_ZENNIT_OVER_HBJAX = 2.0  # VGG19
-
-
-class RssPeak:
-    """Peak resident-set growth (MiB) while the block runs, sampled by a thread."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self.peak_mib = 0.0
-
-    def rss(self) -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * self.page
-        except OSError:  # not Linux: the process's lifetime peak only
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    def __enter__(self):
-        self.base = self.rss()
-        self.high = self.base
-        self.stop = threading.Event()
-
-        def sample():
-            while not self.stop.is_set():
-                self.high = max(self.high, self.rss())
-                time.sleep(self.interval)
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.high = max(self.high, self.rss())
-        self.peak_mib = (self.high - self.base) / MIB
-        return False
 
 
 def torch_net(arch: str, seed: int):
@@ -108,6 +75,41 @@ def torch_net(arch: str, seed: int):
     return net
 
 
+def bench_inputs(args, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images (B, H, W, 3) in [0, 1] and the explained classes, from ``args.seed``."""
+    rng = np.random.default_rng(args.seed)
+    x_np = rng.uniform(0.0, 1.0, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    return x_np, (np.arange(args.batch) * 97) % num_classes
+
+
+def torch_parts(args, num_classes: int, normalization) -> tuple[dict, dict]:
+    """The torch side, built in its own process (:class:`benchparts.ChildParts`): zennit and the
+    plain torch forward on the same network and inputs."""
+    import torch
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    net = torch_net(args.arch, args.seed)
+    x_np, targets_np = bench_inputs(args, num_classes)
+    mean, std = (np.asarray(v, np.float32) for v in normalization)
+    xn = torch.tensor(((x_np - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32)
+    onehot = torch.eye(num_classes)[targets_np]
+
+    def torch_forward():
+        with torch.no_grad():
+            net(xn)
+
+    def zennit_lrp():
+        xr = xn.clone().requires_grad_(True)
+        canonizers = [ResNetCanonizer()] if args.arch.startswith("resnet") else None
+        with Gradient(net, EpsilonPlusFlat(canonizers=canonizers)) as attributor:
+            attributor(xr, onehot)
+
+    parts = {"zennit": zennit_lrp, "torch_forward": torch_forward}
+    return parts, {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="vgg19")
@@ -126,27 +128,20 @@ def main(argv=None) -> None:
 
     import jax
     import jax.numpy as jnp
-    import torch
-    from zennit.attribution import Gradient
-    from zennit.composites import EpsilonPlusFlat
-    from zennit.torchvision import ResNetCanonizer
 
     import hbjax
     from hbjax import lrp, xla
 
     net = torch_net(args.arch, args.seed)
     model = hbjax.models.from_torchvision(args.arch, net.state_dict())
+    del net
     params = jax.device_put(model.params)
     model = model.replace(params=params)
 
-    rng = np.random.default_rng(args.seed)
-    x_np = rng.uniform(0.0, 1.0, (args.batch, args.size, args.size, 3)).astype(np.float32)
-    targets_np = (np.arange(args.batch) * 97) % model.num_classes
+    x_np, targets_np = bench_inputs(args, model.num_classes)
     x = jnp.asarray(x_np)
     targets = jnp.asarray(targets_np, jnp.int32)
-    mean, std = np.asarray(model.normalization.mean), np.asarray(model.normalization.std)
-    xn_torch = torch.tensor(((x_np - mean) / std).transpose(0, 3, 1, 2), dtype=torch.float32)
-    onehot = torch.eye(model.num_classes)[targets_np]
+    normalization = (np.asarray(model.normalization.mean).tolist(), np.asarray(model.normalization.std).tolist())
 
     forward = xla.jit(model.apply)
     forward_defaults = jax.jit(model.apply)
@@ -161,22 +156,13 @@ def main(argv=None) -> None:
     def hbjax_lrp():
         explain(params, x, targets)[0].block_until_ready()
 
-    def torch_forward():
-        with torch.no_grad():
-            net(xn_torch)
-
-    def zennit_lrp():
-        xr = xn_torch.clone().requires_grad_(True)
-        canonizers = [ResNetCanonizer()] if args.arch.startswith("resnet") else None
-        with Gradient(net, EpsilonPlusFlat(canonizers=canonizers)) as attributor:
-            attributor(xr, onehot)
-
+    torch_side = ChildParts(torch_parts, args, model.num_classes, normalization)
     parts = {
-        "forward": jax_forward,
-        "lrp": hbjax_lrp,
-        "zennit": zennit_lrp,
-        "torch_forward": torch_forward,
-        "forward_xla_defaults": jax_forward_defaults,
+        "forward": local(jax_forward),
+        "lrp": local(hbjax_lrp),
+        "zennit": torch_side.part("zennit"),
+        "torch_forward": torch_side.part("torch_forward"),
+        "forward_xla_defaults": local(jax_forward_defaults),
     }
     times: dict[str, list[float]] = {k: [] for k in parts}
     warm_mib: dict[str, float] = {}
@@ -186,15 +172,10 @@ def main(argv=None) -> None:
         round_start = time.perf_counter()
         for name, fn in parts.items():
             time.sleep(PAUSE_S)  # lets the previous part's idle threads (OpenMP, XLA) stop spinning
-            with RssPeak() as peak:
-                start = time.perf_counter()
-                fn()
-                elapsed = time.perf_counter() - start
             if r == 0:
-                warm_mib[name] = peak.peak_mib
-            else:
-                times[name].append(elapsed)
-                run_mib[name] = max(run_mib[name], peak.peak_mib)
+                warm_mib[name] = fn(memory=True)[1]
+                continue
+            times[name].append(fn(memory=False)[0])
         if r:
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         last_round = time.perf_counter() - round_start
@@ -202,6 +183,10 @@ def main(argv=None) -> None:
             print(f"stopping after {r} timed rounds: another would pass --budget-s {args.budget_s:g}", flush=True)
             break
 
+    for name, fn in parts.items():  # memory, apart from the timed calls (the sampler takes CPU)
+        time.sleep(PAUSE_S)
+        run_mib[name] = fn(memory=True)[1]
+    torch_side.close()
     analysis = explain.lower(params, x, targets).compile().memory_analysis()
     xla_mib = None
     if analysis is not None:
@@ -235,8 +220,7 @@ def main(argv=None) -> None:
         "xla_lrp_memory_mib": xla_mib,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "jax": jax.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **torch_side.info,
         "ratios_of_best": {
             "lrp_over_forward": best["lrp"] / best["forward"],
             "zennit_over_hbjax": best["zennit"] / best["lrp"],
