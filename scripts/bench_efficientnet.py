@@ -83,7 +83,8 @@ def torch_parts(state: dict, x_np: np.ndarray) -> tuple[dict, dict]:
     and its logits on the images (the reference the hbjax logits are checked against)."""
     import torch
 
-    torch_side = ChildParts(torch_parts, {k: np.asarray(v) for k, v in state.items()}, x_np)
+    net = torch_model(state)
+    x_torch = torch.from_numpy(((255.0 * x_np - 127.0) / 128.0).transpose(0, 3, 1, 2).copy())
 
     def torch_forward():
         with torch.no_grad():
