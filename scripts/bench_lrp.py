@@ -26,8 +26,8 @@ keeps them robust when the load on the machine changes); ``*_s`` are the best ti
 (parameters left with ``requires_grad``). Memory: the peak
 growth of the resident set during each call (sampled every 2 ms from /proc/self/statm), in the
 warm-up call (compilation included for JAX) and in one more call of each part after the timed
-rounds (never during a timed call: on a 2-core machine the sampling thread would slow the part it
-measures), and XLA's own account of the compiled LRP function (``memory_analysis``: arguments,
+rounds (never during a timed call, so that the sampling thread cannot take CPU from the part it
+times on a machine with few cores), and XLA's own account of the compiled LRP function (``memory_analysis``: arguments,
 outputs, temporaries).
 
 The bars' verdicts are printed ("holds" or "FAILS"); the last line printed is a JSON object with
