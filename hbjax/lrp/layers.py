@@ -87,18 +87,29 @@ class LinearOp:
         return dict(STANDARD_CONV if self.kind == "conv" else DENSE)
 
     @property
-    def is_standard_conv(self) -> bool:
-        """Stride 1, no dilation, one feature group, NHWC input and HWIO kernel."""
+    def _nhwc_hwio(self) -> bool:
+        """A conv with NHWC input, HWIO kernel and NHWC output, one batch group."""
         if self.kind != "conv":
             return False
         p = self._params()
         dims = p["dimension_numbers"]
         return (
-            tuple(p["window_strides"]) == (1, 1) and tuple(p["lhs_dilation"]) == (1, 1)
-            and tuple(p["rhs_dilation"]) == (1, 1) and p["feature_group_count"] == 1
-            and p["batch_group_count"] == 1 and tuple(dims.lhs_spec) == (0, 3, 1, 2)
+            p["batch_group_count"] == 1 and tuple(dims.lhs_spec) == (0, 3, 1, 2)
             and tuple(dims.rhs_spec) == (3, 2, 0, 1) and tuple(dims.out_spec) == (0, 3, 1, 2)
         )  # fmt: skip
+
+    @property
+    def is_nhwc_ungrouped(self) -> bool:
+        """A conv in NHWC/HWIO with one feature group (any stride, padding, dilation)."""
+        return self._nhwc_hwio and self._params()["feature_group_count"] == 1
+
+    @property
+    def is_standard_conv(self) -> bool:
+        """Stride 1, no dilation, one feature group, NHWC input and HWIO kernel."""
+        if not self.is_nhwc_ungrouped:
+            return False
+        p = self._params()
+        return all(tuple(p[k]) == (1, 1) for k in ("window_strides", "lhs_dilation", "rhs_dilation"))
 
     @property
     def is_standard_dense(self) -> bool:
@@ -108,15 +119,12 @@ class LinearOp:
     def is_depthwise(self) -> bool:
         """A depthwise conv (one feature group per input channel) in NHWC/HWIO with non-negative
         padding and no input dilation: it can run as shifted multiply-adds."""
-        if self.kind != "conv" or not self.params:
+        if not self.params or not self._nhwc_hwio:
             return False
         p = self._params()
-        dims = p["dimension_numbers"]
         return (
-            p["feature_group_count"] > 1 and p["batch_group_count"] == 1
-            and tuple(p["lhs_dilation"]) == (1, 1) and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"])
-            and tuple(dims.lhs_spec) == (0, 3, 1, 2) and tuple(dims.rhs_spec) == (3, 2, 0, 1)
-            and tuple(dims.out_spec) == (0, 3, 1, 2)
+            p["feature_group_count"] > 1 and tuple(p["lhs_dilation"]) == (1, 1)
+            and all(lo >= 0 and hi >= 0 for lo, hi in p["padding"])
         )  # fmt: skip
 
     def runs_shifted(self, w) -> bool:
@@ -136,19 +144,6 @@ class LinearOp:
         if self.kind == "chain":
             return _run_chain(self.chain, a, w)
         raise ValueError(f"unknown linear op {self.kind!r}")
-
-    @property
-    def is_nhwc_ungrouped(self) -> bool:
-        """A conv in NHWC/HWIO with one feature group (any stride, padding, dilation)."""
-        if self.kind != "conv":
-            return False
-        p = self._params()
-        dims = p["dimension_numbers"]
-        return (
-            p["feature_group_count"] == 1 and p["batch_group_count"] == 1
-            and tuple(dims.lhs_spec) == (0, 3, 1, 2) and tuple(dims.rhs_spec) == (3, 2, 0, 1)
-            and tuple(dims.out_spec) == (0, 3, 1, 2)
-        )  # fmt: skip
 
     @property
     def is_pointwise(self) -> bool:
