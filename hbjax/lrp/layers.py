@@ -253,14 +253,42 @@ def _add(a: jnp.ndarray | None, b: jnp.ndarray) -> jnp.ndarray:
     return b if a is None else a + b
 
 
+def _is_positive_split(group) -> bool:
+    """Whether a group is (x+, W+, b+ or 0) + (x-, W-, 0): z+, and alpha-beta's positive part."""
+    if len(group.terms) != 2:
+        return False
+    a, c = group.terms
+    return (
+        (a.input, c.input) == ("pos", "neg") and a.sign == 1 and c.sign == 1
+        and (a.weight.op, c.weight.op) == ("pos", "neg") and a.bias.op in ("pos", "zero")
+        and c.bias.op == "zero"
+    )  # fmt: skip
+
+
 def _rule_backward(spec: LayerRule, x, w, b, z, bounds, r):
-    """R_in = sum_G sum_k sign_k * input_k * op^T(g_G; W_k) with g_G = coef * mask * r / stab(den_G)."""
+    """R_in = sum_G sum_k sign_k * input_k * op^T(g_G; W_k) with g_G = coef * mask * r / stab(den_G).
+
+    A group (x+, W+) + (x-, W-) on an input of either sign (z+ after a layer without ReLU) has
+    the denominator (op(x, W) + op(|x|, |W|)) / 2, and op(x, W) is the forward output less its
+    bias: one modified forward product instead of two. Its rounding error stays at float32's
+    (measured on EfficientNet-Lite0: dtd heatmaps 6.6e-7 from float64, as the direct sums). The
+    mirror group (x+, W-) + (x-, W+) keeps the direct sums: its (op(x, W) - op(|x|, |W|)) / 2
+    cancels and lost a factor 7 of accuracy there.
+    """
     op, rule = spec.op, spec.rule
     r_in = None
     for group in rule.groups:
         den = None
         live = []
-        for term in group.terms:
+        shared = not spec.nonneg_input and op.kind in ("conv", "dense") and _is_positive_split(group)
+        if shared:
+            plain = z if b is None else z - b
+            den = 0.5 * (plain + op(jnp.abs(x), jnp.abs(w)))
+            first = group.terms[0]
+            if b is not None and first.bias.op != "zero":
+                den = den + first.bias(b)
+            live = [(t, _term_input(t.input, x, bounds, False), t.weight(w)) for t in group.terms]
+        for term in group.terms if not shared else ():
             a = _term_input(term.input, x, bounds, spec.nonneg_input)
             wk, bk = term.weight(w), term.bias(b)
             if a is None:  # zero input: only a bias could remain (zennit's rules zero it)
