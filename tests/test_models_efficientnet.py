@@ -25,6 +25,7 @@ from hbjax.data.folder import load_image
 from hbjax.data.preprocess import Preprocess
 from hbjax.models import efficientnet_weights as ew
 from hbjax.models.efficientnet import block_specs, depthwise_shifted, efficientnet_lite, same_padding
+from hbjax.models.layers import shifted_depthwise_transpose
 from hbjax.models.porting import PortingError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +144,31 @@ def test_shifted_depthwise_gradients_equal_the_grouped_convs(size, kernel, strid
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "kernel,stride,dilation,pads,multiplier",
+    [(3, 2, 1, ((0, 1), (0, 1)), 1), (5, 2, 1, ((1, 2), (2, 1)), 1), (3, 3, 1, ((1, 1), (0, 0)), 2),
+     (3, 1, 2, ((2, 2), (1, 0)), 1), (2, 2, 2, ((0, 0), (1, 1)), 3), (1, 2, 1, ((0, 0), (0, 0)), 1)],
+)  # fmt: skip
+def test_shifted_depthwise_transpose_equals_the_grouped_convs_transpose(kernel, stride, dilation, pads, multiplier):
+    """The input transpose by phases (used by the model's VJP and by LRP on depthwise layers) equals
+    the transpose of the grouped conv, for strides, dilations, asymmetric pads and a channel
+    multiplier."""
+    kx, kk, kg = jax.random.split(jax.random.key(2), 3)
+    x = jax.random.normal(kx, (2, 11, 12, 3))
+    k = jax.random.normal(kk, (kernel, kernel, 1, 3 * multiplier))
+
+    def grouped(a):
+        return jax.lax.conv_general_dilated(
+            a, k, (stride, stride), pads, rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=3,
+        )  # fmt: skip
+
+    g = jax.random.normal(kg, grouped(x).shape)
+    (ref,) = jax.linear_transpose(grouped, x)(g)
+    ours = shifted_depthwise_transpose(g, k, (stride, stride), pads, (dilation, dilation), x.shape)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 def _grouped_convs(fn, *args) -> int:
     """Grouped convolutions (feature_group_count > 1) in the jaxpr of fn(*args), calls included."""
 
@@ -161,8 +187,9 @@ def _grouped_convs(fn, *args) -> int:
 
 
 def test_the_cpu_forward_runs_shifted_and_equals_the_grouped_network(model, images):
-    """On the CPU the model's forward has no grouped conv; logits and input gradients equal those
-    of the grouped-conv network (on a 64x64 crop: XLA's CPU gradient of a depthwise conv is slow)."""
+    """On the CPU the model's forward has no grouped conv; logits equal those of the grouped-conv
+    network, and input gradients too, in float64 (the two sum in different orders; on a 64x64 crop:
+    XLA's CPU gradient of a depthwise conv is slow)."""
     assert jax.default_backend() == "cpu"
     x = images[0][:1, 80:144, 80:144]
     grouped = efficientnet_lite("efficientnet_lite0")  # depthwise_impl="conv"
@@ -175,8 +202,12 @@ def test_the_cpu_forward_runs_shifted_and_equals_the_grouped_network(model, imag
     def grad(apply):
         return jax.jit(jax.grad(lambda p, x: apply(p, x)[:, 0].sum(), argnums=1))
 
-    np.testing.assert_allclose(grad(model.apply)(model.params, x), grad(grouped.apply)(model.params, x),
-                               rtol=1e-3, atol=1e-6)  # fmt: skip
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), model.params)
+        x64 = jnp.asarray(x, jnp.float64)
+        ours, theirs = grad(model.apply)(params, x64), grad(grouped.apply)(params, x64)
+        assert ours.dtype == jnp.float64
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * float(jnp.abs(theirs).max()))
 
 
 @pytest.mark.parametrize("composite", ["dtd", "deep_taylor"])

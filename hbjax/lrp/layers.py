@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hbjax import xla
 from hbjax.lrp.rules import Rule
 from hbjax.models.layers import adaptive_avg_pool
 from hbjax.models.layers import shifted_depthwise_sums as depthwise_shifted
+from hbjax.models.layers import shifted_depthwise_transpose as depthwise_transpose
 
 CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 CONV_PADDING = ((1, 1), (1, 1))
@@ -165,8 +165,10 @@ class LinearOp:
             return _pointwise_transpose(g, w[0, 0], self._params()["window_strides"], in_shape)
         if self.kind == "avgpool" and tuple(in_shape[1:3]) == tuple(self.output_size):
             return g
-        if self.runs_shifted(w):  # one write of g, not one recomputation of it per kernel tap
-            g = xla.materialize(g)
+        if self.runs_shifted(w):
+            p = self._params()
+            in_full = (g.shape[0], *in_shape[1:])
+            return depthwise_transpose(g, w, p["window_strides"], p["padding"], p["rhs_dilation"], in_full)
         (a_bar,) = jax.linear_transpose(
             lambda a: self(a, w), jax.ShapeDtypeStruct((g.shape[0], *in_shape[1:]), g.dtype)
         )(g)

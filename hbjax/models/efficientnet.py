@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from hbjax import xla
-from hbjax.models.layers import shifted_depthwise_sums
+from hbjax.models.layers import shifted_depthwise_sums, shifted_depthwise_transpose
 
 # TF's EfficientNet-Lite preprocessing, (255 x - 127) / 128, as mean/std over x in [0, 1].
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -101,9 +101,10 @@ def depthwise_shifted(x: jnp.ndarray, kernel: jnp.ndarray, stride: int, padding)
     """A depthwise convolution as k*k shifted multiply-adds (same result as ``conv_general_dilated``
     with ``feature_group_count`` = channels): y = sum_ij pad(x)[s*h + i, s*w + j, c] * k[i, j, 0, c].
 
-    XLA's CPU depthwise convolution is several times slower than this on the CPU. The VJP is the
-    ordinary one of these sums, on a cotangent written to memory first (:func:`hbjax.xla.materialize`:
-    otherwise XLA recomputes the cotangent's producer once per kernel tap).
+    XLA's CPU depthwise convolution is several times slower than this on the CPU. The VJP, on a
+    cotangent written to memory first (:func:`hbjax.xla.materialize`: otherwise XLA recomputes the
+    cotangent's producer once per kernel tap), is :func:`hbjax.models.layers.shifted_depthwise_transpose`
+    for the input and the ordinary VJP of these sums for the kernel.
     """
     return _depthwise_sums(x, kernel, stride, padding)
 
@@ -114,8 +115,10 @@ def _depthwise_fwd(x, kernel, stride, padding):
 
 def _depthwise_bwd(stride, padding, residuals, g):
     x, kernel = residuals
-    _, vjp = jax.vjp(lambda a, k: _depthwise_sums(a, k, stride, padding), x, kernel)
-    return vjp(xla.materialize(g))
+    g = xla.materialize(g)
+    dx = shifted_depthwise_transpose(g, kernel, (stride, stride), padding, (1, 1), x.shape)
+    _, vjp_kernel = jax.vjp(lambda k: _depthwise_sums(x, k, stride, padding), kernel)
+    return (dx, *vjp_kernel(g))
 
 
 depthwise_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import jax.numpy as jnp
 from jax import lax
+
+from hbjax import xla
 import numpy as np
 
 KINDS = ("conv", "batchnorm", "relu", "maxpool", "adaptive_avgpool", "flatten", "dense", "dropout")
@@ -110,3 +112,53 @@ def shifted_depthwise_sums(a: jnp.ndarray, w: jnp.ndarray, strides, padding, dil
             term = lax.slice(a, start, limit, (1, sh, sw, 1)) * w[i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+def shifted_depthwise_transpose(g: jnp.ndarray, w: jnp.ndarray, strides, padding, dilation, in_shape) -> jnp.ndarray:
+    """The transpose of :func:`shifted_depthwise_sums` with respect to its input (the input
+    gradient for the cotangent g), as shifted multiply-adds on g padded once.
+
+    Forward tap (i, j) reads the padded input at p = i * d + h * s. Grouping the taps by the phase
+    r = (i * d) mod s, the padded input's rows of phase r receive sum over those taps of
+    g[P - (i * d) // s] * w[i] at P = p // s: each phase is a stride-1 sum over its taps, and the
+    phases interleave into the padded input (then cropped, and summed over a channel multiplier).
+    A stride-s layer costs kh * kw products per *output* position, not per input position (the
+    transpose of the strided slices, a sum of dilated pads, did s^2 times that work).
+    """
+    kh, kw, _, cout = w.shape
+    b, height, width, cin = in_shape
+    (sh, sw), (dh, dw) = strides, dilation
+    (ph_lo, ph_hi), (pw_lo, pw_hi) = padding
+    hp, wp = height + ph_lo + ph_hi, width + pw_lo + pw_hi
+    lh, lw = -(-hp // sh), -(-wp // sw)  # rows and columns of one phase
+    shift_h = [(i * dh) // sh for i in range(kh)]
+    shift_w = [(j * dw) // sw for j in range(kw)]
+    # g padded so that g_ext[P - shift + max_shift] is g[P - shift], zero outside g
+    top, left = max(shift_h), max(shift_w)
+    ho, wo = g.shape[1:3]
+    # written once, read at every tap (see hbjax.xla.materialize)
+    gp = xla.materialize(jnp.pad(g, ((0, 0), (top, max(0, lh - ho)), (left, max(0, lw - wo)), (0, 0))))
+    zero = jnp.zeros((b, lh, lw, cout), g.dtype)
+    rows = []
+    for rh in range(sh):
+        cols = []
+        for rw in range(sw):
+            acc = None
+            for i in range(kh):
+                if (i * dh) % sh != rh:
+                    continue
+                for j in range(kw):
+                    if (j * dw) % sw != rw:
+                        continue
+                    oh, ow = top - shift_h[i], left - shift_w[j]
+                    term = lax.slice(gp, (0, oh, ow, 0), (b, oh + lh, ow + lw, cout)) * w[i, j, 0]
+                    acc = term if acc is None else acc + term
+            cols.append(zero if acc is None else acc)
+        rows.append(jnp.stack(cols, axis=3) if sw > 1 else cols[0][:, :, :, None])
+    phases = jnp.stack(rows, axis=2) if sh > 1 else rows[0][:, :, None]  # (b, lh, sh, lw, sw, cout)
+    full = phases.reshape(b, lh * sh, lw * sw, cout)
+    a = lax.slice(full, (0, ph_lo, pw_lo, 0), (b, ph_lo + height, pw_lo + width, cout))
+    if cout != cin:
+        a = a.reshape(b, height, width, cin, cout // cin).sum(axis=-1)
+    return a
+
