@@ -11,7 +11,8 @@ those images the attack did not fool. Attacks, each at every eps of both norms:
 - defended classifier (sigma ~ U[0.8, 1.2] per image and per query): ``pgd_transfer`` (the
   undefended model's PGD images, a non-adaptive attack), BPDA+EOT (PGD through the defense,
   ``--eot`` draws a step), APGD-EOT (APGD-CE on :func:`hbjax.attacks.defended_logits`, BPDA for the
-  mask, ``--eot`` draws a step) and Square (every query a fresh draw);
+  mask, ``--eot`` draws a step), APGD-DLR-EOT (the same with the DLR loss, which does not flatten as
+  cross-entropy does on a model trained with label smoothing) and Square (every query a fresh draw);
 - a convergence table at the first Linf eps on the defended classifier: APGD-EOT with more steps
   and more EOT samples;
 - with ``--autoattack-full``: AutoAttack on the defended classifier at its standard budgets
@@ -52,7 +53,7 @@ FIGURE = "docs/results/robustness.png"
 SETTINGS = ("model", "num_images", "sigma", "steps", "eot", "queries", "seed", "batch", "images_sha256")
 # the attacks of the curves, as --attacks names them (undefended:pgd includes pgd_transfer)
 ATTACKS = ("undefended:pgd", "undefended:apgd_ce", "undefended:square", "defended:bpda_eot", "defended:apgd_eot",
-           "defended:square")  # fmt: skip
+           "defended:apgd_dlr_eot", "defended:square")  # fmt: skip
 # what names a cell's record (and, without "group", seeds its keys)
 IDENTITY = ("model", "attack", "norm", "eps", "group", "steps", "eot", "queries")
 
@@ -322,9 +323,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         cell([identity("undefended", "pgd", norm, eps, steps=args.steps),
               identity("defended", "pgd_transfer", norm, eps, steps=args.steps)], fn)  # fmt: skip
 
-    def apgd_eot(norm, eps, group="curve", steps=args.steps, eot=args.eot):
-        cell([identity("defended", "apgd_eot", norm, eps, group, steps=steps, eot=eot)],
-             lambda xb, yb, k: (attacks.apgd(g, xb, yb, k, eps=eps, norm=norm, steps=steps, eot=eot, unroll=2).success,))  # fmt: skip
+    def apgd_eot(norm, eps, group="curve", steps=args.steps, eot=args.eot, loss="ce"):
+        name = "apgd_eot" if loss == "ce" else f"apgd_{loss}_eot"
+        cell([identity("defended", name, norm, eps, group, steps=steps, eot=eot)],
+             lambda xb, yb, k: (attacks.apgd(g, xb, yb, k, eps=eps, norm=norm, steps=steps, eot=eot, loss=loss,
+                                             unroll=2).success,))  # fmt: skip
 
     def autoattack(norm, eps, version):
         steps, eot, queries = args.autoattack_steps, args.autoattack_eot, args.autoattack_queries
@@ -381,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                          eot_samples=args.eot, eps=eps, norm=norm).success,))  # fmt: skip
             if "defended:apgd_eot" in args.attacks:
                 apgd_eot(norm, eps)
+            if "defended:apgd_dlr_eot" in args.attacks:
+                apgd_eot(norm, eps, loss="dlr")
             if "defended:square" in args.attacks:
                 cell([identity("defended", "square", norm, eps, queries=args.queries)],
                      lambda xb, yb, k: (attacks.square(g, xb, yb, k, queries=args.queries, unroll=5, eps=eps,

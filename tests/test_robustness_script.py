@@ -57,20 +57,30 @@ def test_batches_are_equal_and_cover_every_image_once(n, batch):
     assert len({s for s, _ in seen}) == 1 and len({k for _, k in seen}) == len(seen)  # one shape, a key a batch
 
 
-def test_l2_radii_and_autoattack_on_the_defended_classifier(model_path, cifar10_sample, tmp_path, capsys):
+def test_l2_radii_and_autoattack_on_the_defended_classifier(model_path, cifar10_sample, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.json"
+    losses = []
+    apgd = hbjax.attacks.apgd
+
+    def recording_apgd(*args, **kwargs):
+        losses.append(kwargs.get("loss", "ce"))
+        return apgd(*args, **kwargs)
+
+    monkeypatch.setattr(hbjax.attacks, "apgd", recording_apgd)
     main(common(model_path, cifar10_sample, out) + [
         "--batch", "3", "--eps-linf", "--eps-l2", "0.1",
         "--attacks", "undefended:pgd", "undefended:apgd_ce", "defended:bpda_eot", "defended:apgd_eot",
-        "--autoattack-full", "--autoattack-eps-linf", "8", "--autoattack-eps-l2",
+        "defended:apgd_dlr_eot", "--autoattack-full", "--autoattack-eps-linf", "8", "--autoattack-eps-l2",
         "--autoattack-steps", "2", "--autoattack-eot", "2", "--autoattack-queries", "5",
     ])  # fmt: skip
     results = read(out)
     assert results["complete"] and results["batch"] == 3 and results["num_images"] == 4
+    # the curve's APGD cells, two batches each: undefended CE, defended CE-EOT and DLR-EOT
+    assert losses == ["ce"] * 4 + ["dlr"] * 2
     runs = {(r["model"], r["attack"], r["norm"]): r for r in results["runs"]}
     assert set(runs) == {
         ("undefended", "pgd", "l2"), ("defended", "pgd_transfer", "l2"), ("undefended", "apgd_ce", "l2"),
-        ("defended", "bpda_eot", "l2"), ("defended", "apgd_eot", "l2"),
+        ("defended", "bpda_eot", "l2"), ("defended", "apgd_eot", "l2"), ("defended", "apgd_dlr_eot", "l2"),
         ("defended", "autoattack_rand", "linf"), ("defended", "autoattack_standard", "linf"),
     }  # fmt: skip
     for r in results["runs"]:
