@@ -16,10 +16,11 @@ d c b a | a b c d | d c b a), ``"mirror"``, ``"nearest"``, ``"wrap"``, ``"consta
 result equals ``scipy.ndimage.gaussian_filter(image, (sigma, sigma, 0), mode=mode, truncate=truncate)``.
 On the CPU the two separable passes run as 2r + 1 shifted multiply-adds each (the same sums in
 another order; XLA's CPU depthwise convolution, vmapped over per-image sigmas, took as long as a
-forward pass of EfficientNet-Lite0 at 224x224). A per-image sigma (a random draw, or an array) needs one static kernel for the batch: its radius
-comes from the largest possible sigma, r = int(truncate * sigma_max + 0.5), so an image blurred with
-a smaller sigma equals scipy's result with ``truncate = r / sigma`` (the weights past
-``truncate * sigma`` are below 4e-5 of the centre weight).
+forward pass of EfficientNet-Lite0 at 224x224). A per-image sigma (a random draw, or an array)
+needs one static kernel for the batch: its radius comes from the largest possible sigma,
+r = int(truncate * sigma_max + 0.5), so an image blurred with a smaller sigma equals scipy's result
+with ``truncate = r / sigma`` (the weights past ``truncate * sigma`` are below 4e-5 of the centre
+weight).
 """
 
 from __future__ import annotations
@@ -162,9 +163,10 @@ def _separable_shifted_blur(xp: jnp.ndarray, sigma: jnp.ndarray, radius: int) ->
         n = out.shape[axis] - size + 1
         acc = None
         for k in range(size):
-            w = taps[..., k]
-            w = w[:, None, None, None] if w.ndim == 1 else w
-            term = jax.lax.slice_in_dim(out, k, k + n, axis=axis) * w
+            weight = taps[..., k]  # a scalar, or one per image
+            if weight.ndim == 1:
+                weight = weight[:, None, None, None]
+            term = jax.lax.slice_in_dim(out, k, k + n, axis=axis) * weight
             acc = term if acc is None else acc + term
         out = acc
     return out

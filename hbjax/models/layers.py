@@ -12,10 +12,10 @@ import dataclasses
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from hbjax import xla
-import numpy as np
 
 KINDS = ("conv", "batchnorm", "relu", "maxpool", "adaptive_avgpool", "flatten", "dense", "dropout")
 
