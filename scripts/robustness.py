@@ -276,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from hbjax import attacks
 
     model = hbjax.models.load(args.model)
-    x, y = hbjax.data.correctly_classified(model, args.data, args.num)
+    # in full float32, so that the images (and images_sha256) do not depend on a backend's default
+    # (GPUs multiply in TF32 by default) and a run on one machine resumes a run from another
+    with jax.default_matmul_precision("highest"):
+        x, y = hbjax.data.correctly_classified(model, args.data, args.num)
     f = attacks.model_logits(model)
     defense = {"sigma": tuple(args.sigma)}
     g = attacks.defended_logits(model, defense=defense)
