@@ -207,6 +207,19 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def interrupted_outside_batches(run_dir: str) -> str:
+    """What an interruption outside the batch loop left in ``run_dir``: a finished run whose Figure 3
+    panels were being saved (``results.json`` written last before them), finished batches of a run
+    that had not started its next one, or nothing."""
+    resume = f"run the same command with hydra.run.dir={run_dir}"
+    if os.path.exists(os.path.join(run_dir, "results.json")):
+        return f"interrupted while saving the Figure 3 panels; results.json is complete; {resume} to save them"
+    finished = len(store.finished_batches(run_dir))
+    if finished:
+        return f"interrupted with {finished} batches finished; {resume} to resume"
+    return "interrupted before the first batch; nothing was computed"
+
+
 @hydra.main(config_path=config_dir(), config_name="evaluate", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> Any:
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
@@ -222,8 +235,8 @@ def hydra_main(cfg: DictConfig) -> Any:
         print(f"hbjax-evaluate: interrupted after {e.finished} batches; run the same command with "
               f"hydra.run.dir={e.run_dir} to resume", file=sys.stderr)  # fmt: skip
         sys.exit(130)
-    except KeyboardInterrupt:
-        print("hbjax-evaluate: interrupted before the first batch; nothing was computed", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the batch loop: while loading, compiling, or saving the panels
+        print(f"hbjax-evaluate: {interrupted_outside_batches(run_dir)}", file=sys.stderr)
         sys.exit(130)
     if summary.get("stopped"):
         return None

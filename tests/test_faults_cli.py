@@ -281,3 +281,20 @@ def test_port_keeps_an_existing_output_without_force(state_dict_file, tmp_path, 
     assert out.read_text() == "an earlier checkpoint"
     assert port_cli.main([str(state_dict_file), "--arch", "vgg11", "--out", str(out), "--force"]) == 0
     assert hbjax.models.load(out).num_classes == 10 and [p.name for p in tmp_path.iterdir()] == ["o.safetensors"]
+
+
+def test_an_interruption_outside_the_batches_says_what_it_left(tmp_path):
+    """Ctrl-C while loading, between batches or while saving the panels names what is on disk."""
+    from hbjax.evaluate import interrupted_outside_batches
+
+    run = str(tmp_path / "run")
+    assert "before the first batch" in interrupted_outside_batches(run)
+    os.makedirs(os.path.join(run, "parts"))
+    for b in (0, 1):
+        with open(os.path.join(run, "parts", f"batch_{b:06d}.csv"), "w") as f:
+            f.write("id\n")
+    msg = interrupted_outside_batches(run)
+    assert "with 2 batches finished" in msg and f"hydra.run.dir={run}" in msg
+    with open(os.path.join(run, "results.json"), "w") as f:
+        f.write("{}")
+    assert "while saving the Figure 3 panels; results.json is complete" in interrupted_outside_batches(run)
