@@ -48,7 +48,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 OUT = "docs/results/robustness.json"
-FIGURE = "docs/results/robustness.png"
 # what a resumed run must share with the file it continues
 SETTINGS = ("model", "num_images", "sigma", "steps", "eot", "queries", "seed", "batch", "images_sha256")
 # the attacks of the curves, as --attacks names them (undefended:pgd includes pgd_transfer)
@@ -239,12 +238,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, nargs=2, default=(0.8, 1.2))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=OUT)
-    parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--figure", default=None,
+                        help="where the figure goes (default: --out with .png, so a run elsewhere leaves docs/ alone)")  # fmt: skip
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (same settings): run only the cells it lacks")  # fmt: skip
     parser.add_argument("--plot", action="store_true", help="only redraw the figure from --out")
     parser.add_argument("--markdown", action="store_true", help="only print the tables of --out")
     args = parser.parse_args(argv)
+    if args.figure is None:
+        args.figure = os.path.splitext(args.out)[0] + ".png"
     counts = ["num", "batch", "steps", "eot", "queries", "autoattack_steps", "autoattack_eot", "autoattack_queries"]
     for name in counts:
         if getattr(args, name) < 1:

@@ -35,6 +35,13 @@ def read(path) -> dict:
     return json.loads(path.read_text())
 
 
+def test_the_figure_goes_beside_the_json_unless_named():
+    """A run writing its JSON elsewhere must not redraw the figure in docs/."""
+    assert script["parse_args"](["--out", "runs/r.json"]).figure == "runs/r.png"
+    assert script["parse_args"]([]).figure == "docs/results/robustness.png"
+    assert script["parse_args"](["--out", "a.json", "--figure", "b.png"]).figure == "b.png"
+
+
 @pytest.mark.parametrize("n, batch", [(4, 3), (5, 3), (7, 7), (7, 100), (9, 2), (1, 1)])
 def test_batches_are_equal_and_cover_every_image_once(n, batch):
     parts = script["batch_indices"](n, batch)
