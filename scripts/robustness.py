@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Robust accuracy of the undefended model and of Heat and Blur's defended classifier against eps.
 
-Takes the first ``--num`` CIFAR-10 test images (interleaved over the classes) that the model
+Takes the first ``--num`` CIFAR-10 test images (interleaved over the classes; another folder with
+``--data``, ``--split``, ``--preprocess``, and ``--shuffle-seed`` for a seeded order) that the model
 classifies correctly and reports, for each threat model (Linf eps in ``--eps-linf`` / 255, L2 eps
 in ``--eps-l2``; an empty list skips that norm) and attack, the robust accuracy: the fraction of
 those images the attack did not fool. Attacks, each at every eps of both norms:
@@ -95,7 +96,7 @@ def plot(results: dict, path: str) -> None:
             ax.plot([v * scale for v in e], a, "*", markersize=11, label=f"defended: {attack}")
         ax.set_xlabel("eps (/255)" if norm == "linf" else "eps (L2)")
         ax.set_ylabel("robust accuracy")
-        ax.set_title(f"{norm.upper()}, {results['num_images']} CIFAR-10 test images")
+        ax.set_title(f"{norm.upper()}, {results['num_images']} {results.get('images', 'CIFAR-10 test images')}")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -215,6 +216,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="vgg19_cifar")
     parser.add_argument("--data", default=os.environ.get("HBJAX_DATA", "../shared/data") + "/cifar10")
+    parser.add_argument("--split", default="test", help="the folder's split (ImageNet sample: val)")
+    parser.add_argument("--preprocess", choices=("cifar", "imagenet"), default="cifar")
+    parser.add_argument("--shuffle-seed", type=int, default=None,
+                        help="take the images in this seeded random order (hbjax-evaluate's folder order) "
+                             "instead of class by class; for folders of one image a class")  # fmt: skip
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256,
                         help="images an attack call (equal batches of at most this size)")  # fmt: skip
@@ -281,7 +287,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # in full float32, so that the images (and images_sha256) do not depend on a backend's default
     # (GPUs multiply in TF32 by default) and a run on one machine resumes a run from another
     with jax.default_matmul_precision("highest"):
-        x, y = hbjax.data.correctly_classified(model, args.data, args.num)
+        x, y = hbjax.data.correctly_classified(
+            model, args.data, args.num, split=args.split, preprocess=args.preprocess,
+            shuffle_seed=args.shuffle_seed, batch_size=min(1000, 4 * args.batch),
+        )
     f = attacks.model_logits(model)
     defense = {"sigma": tuple(args.sigma)}
     g = attacks.defended_logits(model, defense=defense)
@@ -300,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     (pred,) = batched(lambda xb, yb, k: (verdict(xb, k),), x, y, jax.random.fold_in(key, 999), args.batch)
     results["defended_clean_accuracy"] = float(np.mean(pred == y))
+    if args.preprocess != "cifar" or args.shuffle_seed is not None:  # the CIFAR default is not recorded
+        order = "class by class" if args.shuffle_seed is None else f"seeded order {args.shuffle_seed}"
+        results["images"] = f"images of {os.path.basename(os.path.normpath(args.data))}/{args.split} ({order})"
 
     def record(ident: dict, success: np.ndarray, seconds: float, **extra) -> None:
         r = dict(ident, robust_accuracy=float(1 - np.mean(success)), seconds=round(seconds, 1),

@@ -45,3 +45,17 @@ def test_the_first_correctly_classified_images_in_class_turn(shipped, cifar10_sa
 def test_asking_for_more_than_are_correct_is_a_data_error(shipped, cifar10_sample):
     with pytest.raises(DataError, match=r"classified correctly; 11 needed"):
         correctly_classified(shipped, str(cifar10_sample), 11, per_class=1)
+
+
+def test_a_shuffle_seed_takes_the_evaluation_order(shipped, cifar10_sample):
+    """shuffle_seed: the folder's files in hbjax-evaluate's seeded order, the correct ones kept."""
+    x, y = correctly_classified(shipped, str(cifar10_sample), 12, shuffle_seed=5)
+    images, labels = ImageFolder(str(cifar10_sample), "test", limit_per_class=100).load_uint8()
+    order = np.random.default_rng(5).permutation(len(labels))
+    x_all, y_all = images[order].astype(np.float32) / 255.0, labels[order]
+    pred = np.asarray(jnp.argmax(jax.jit(shipped.apply)(shipped.params, x_all), -1))
+    keep = np.flatnonzero(pred == y_all)[:12]
+    np.testing.assert_array_equal(x, x_all[keep])
+    np.testing.assert_array_equal(y, y_all[keep])
+    x_classes, _ = correctly_classified(shipped, str(cifar10_sample), 12)
+    assert not np.array_equal(x, x_classes)  # a different order from the class-by-class one

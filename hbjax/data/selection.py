@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hbjax.data.folder import DataError, ImageFolder
+from hbjax.data.preprocess import Preprocess
 
 
 def interleave_classes(labels: np.ndarray) -> np.ndarray:
@@ -23,10 +24,11 @@ def interleave_classes(labels: np.ndarray) -> np.ndarray:
 
 
 def correctly_classified(model, root: str, n: int, *, split: str = "test", per_class: int = 100,
-                         offset: int = 0, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                         offset: int = 0, batch_size: int = 1000, preprocess: str = "cifar",
+                         shuffle_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The first ``n`` images (after skipping ``offset``) that ``model`` classifies correctly, among
     the first ``per_class`` images of each class in ``root/split/<class>/``, taken across the classes
-    in turn (:func:`interleave_classes`).
+    in turn (:func:`interleave_classes`), or in a seeded random order.
 
     Args:
       model: an :class:`hbjax.models.Model` (``model.apply(model.params, x)`` gives logits).
@@ -34,6 +36,12 @@ def correctly_classified(model, root: str, n: int, *, split: str = "test", per_c
         images of each class to consider.
       n: how many images to return; offset: how many correctly classified ones to skip first.
       batch_size: images a forward pass.
+      preprocess: ``"cifar"`` or ``"imagenet"`` (:class:`hbjax.data.Preprocess`).
+      shuffle_seed: when given, the images are taken in the order
+        ``np.random.default_rng(shuffle_seed).permutation`` of the folder's files (the order of
+        ``hbjax-evaluate`` with ``data=folder`` and ``seed=shuffle_seed`` when every file is readable),
+        not class by class; with
+        one image a class (the ImageNet sample) the class order would take the first classes only.
 
     Returns:
       float32 images (n, H, W, 3) in [0, 1] and their int32 labels (n,).
@@ -41,8 +49,11 @@ def correctly_classified(model, root: str, n: int, *, split: str = "test", per_c
     Raises:
       DataError: fewer than ``offset + n`` of the images are classified correctly.
     """
-    images, labels = ImageFolder(root, split, limit_per_class=per_class).load_uint8()
-    order = interleave_classes(labels)
+    images, labels = ImageFolder(root, split, Preprocess(preprocess), limit_per_class=per_class).load_uint8()
+    if shuffle_seed is None:
+        order = interleave_classes(labels)
+    else:
+        order = np.random.default_rng(shuffle_seed).permutation(len(labels))
     x_all = images[order].astype(np.float32) / 255.0
     y_all = labels[order].astype(np.int32)
     apply = jax.jit(model.apply)
