@@ -186,6 +186,15 @@ def cell_key(key, ident: dict):
     return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
+def device_name() -> str:
+    """Where the cells run, for each record (a JSON can hold cells from several machines):
+    ``"cpu: N cores"`` or, e.g., ``"gpu: NVIDIA H200"``."""
+    import jax
+
+    d = jax.devices()[0]
+    return f"cpu: {os.cpu_count()} cores" if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+
+
 def images_sha256(x: np.ndarray, y: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
 
@@ -313,9 +322,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         order = "class by class" if args.shuffle_seed is None else f"seeded order {args.shuffle_seed}"
         results["images"] = f"images of {os.path.basename(os.path.normpath(args.data))}/{args.split} ({order})"
 
+    device = device_name()
+
     def record(ident: dict, success: np.ndarray, seconds: float, **extra) -> None:
         r = dict(ident, robust_accuracy=float(1 - np.mean(success)), seconds=round(seconds, 1),
-                 robust_images=np.flatnonzero(~success).tolist(), **extra)  # fmt: skip
+                 robust_images=np.flatnonzero(~success).tolist(), device=device, **extra)  # fmt: skip
         results["runs"].append(r)
         done.add(tuple(r[k] for k in IDENTITY))
         atomic_json(args.out, results)

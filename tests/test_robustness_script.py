@@ -82,6 +82,8 @@ def test_l2_radii_and_autoattack_on_the_defended_classifier(model_path, cifar10_
     ])  # fmt: skip
     results = read(out)
     assert results["complete"] and results["batch"] == 3 and results["num_images"] == 4
+    assert {r["device"] for r in results["runs"]} == {script["device_name"]()}  # each cell says where it ran
+    assert script["device_name"]().startswith(f"{jax.devices()[0].platform}: ")
     # the curve's APGD cells, two batches each: undefended CE, defended CE-EOT and DLR-EOT
     assert losses == ["ce"] * 4 + ["dlr"] * 2
     runs = {(r["model"], r["attack"], r["norm"]): r for r in results["runs"]}
