@@ -80,8 +80,9 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, norm in zip(axes, ("linf", "l2")):
+    norms = [n for n in ("linf", "l2") if any(r["norm"] == n for r in results["runs"])] or ["linf"]
+    fig, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 4), squeeze=False)
+    for ax, norm in zip(axes[0], norms):  # a panel per norm that has cells
         runs = [r for r in results["runs"] if r["norm"] == norm and r.get("group") == "curve"]
         scale = 255 if norm == "linf" else 1
         for model, style in (("undefended", "--"), ("defended", "-")):

@@ -42,6 +42,21 @@ def test_the_figure_goes_beside_the_json_unless_named():
     assert script["parse_args"](["--out", "a.json", "--figure", "b.png"]).figure == "b.png"
 
 
+def test_the_figure_has_a_panel_per_norm_with_cells(tmp_path):
+    from PIL import Image
+
+    def run(norm, eps):
+        return {"model": "defended", "attack": "apgd_eot", "norm": norm, "eps": eps, "group": "curve",
+                "robust_accuracy": 0.5}  # fmt: skip
+
+    widths = {}
+    for name, runs in {"linf": [run("linf", 1 / 255)], "both": [run("linf", 1 / 255), run("l2", 0.5)]}.items():
+        path = str(tmp_path / f"{name}.png")
+        script["plot"]({"runs": runs, "num_images": 4}, path)
+        widths[name] = Image.open(path).size[0]
+    assert widths["both"] == 2 * widths["linf"]
+
+
 @pytest.mark.parametrize("n, batch", [(4, 3), (5, 3), (7, 7), (7, 100), (9, 2), (1, 1)])
 def test_batches_are_equal_and_cover_every_image_once(n, batch):
     parts = script["batch_indices"](n, batch)
