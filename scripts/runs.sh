@@ -8,8 +8,9 @@
 RUN_LOGS="${RUN_LOGS:-${out:?out must be set before sourcing runs.sh}/logs}"
 _jobs_max="${HBJAX_JOBS:-1}"
 # Several runs on one GPU: unless told not to, each JAX process reserves 75% of the GPU's memory at
-# start, which leaves the runs after the first without room; off, each run takes what it uses. On an NVIDIA GPU, CUDA MPS
-# (nvidia-cuda-mps-control -d, before this script) lets the runs' kernels execute side by side.
+# start, which leaves the runs after the first without room; off, each run takes what it uses. On an
+# NVIDIA GPU, CUDA MPS (nvidia-cuda-mps-control -d, before this script) lets the runs' kernels
+# execute side by side.
 if (( _jobs_max > 1 )); then
   export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 fi

@@ -23,6 +23,12 @@ def interleave_classes(labels: np.ndarray) -> np.ndarray:
     return np.lexsort((labels, rank))
 
 
+def seeded_order(count: int, seed: int) -> np.ndarray:
+    """The order in which ``hbjax-evaluate`` reads a folder of ``count`` files with ``seed``
+    (``data=folder``), and :func:`correctly_classified` with ``shuffle_seed``."""
+    return np.random.default_rng(seed).permutation(count)
+
+
 def correctly_classified(model, root: str, n: int, *, split: str = "test", per_class: int = 100,
                          offset: int = 0, batch_size: int = 1000, preprocess: str = "cifar",
                          shuffle_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -37,11 +43,9 @@ def correctly_classified(model, root: str, n: int, *, split: str = "test", per_c
       n: how many images to return; offset: how many correctly classified ones to skip first.
       batch_size: images a forward pass.
       preprocess: ``"cifar"`` or ``"imagenet"`` (:class:`hbjax.data.Preprocess`).
-      shuffle_seed: when given, the images are taken in the order
-        ``np.random.default_rng(shuffle_seed).permutation`` of the folder's files (the order of
-        ``hbjax-evaluate`` with ``data=folder`` and ``seed=shuffle_seed`` when every file is readable),
-        not class by class; with
-        one image a class (the ImageNet sample) the class order would take the first classes only.
+      shuffle_seed: when given, the images are taken in :func:`seeded_order` (``hbjax-evaluate``'s
+        order with ``data=folder`` and ``seed=shuffle_seed``, when every file is readable), not class
+        by class: with one image a class (the ImageNet sample) that would take the first classes only.
 
     Returns:
       float32 images (n, H, W, 3) in [0, 1] and their int32 labels (n,).
@@ -53,7 +57,7 @@ def correctly_classified(model, root: str, n: int, *, split: str = "test", per_c
     if shuffle_seed is None:
         order = interleave_classes(labels)
     else:
-        order = np.random.default_rng(shuffle_seed).permutation(len(labels))
+        order = seeded_order(len(labels), shuffle_seed)
     x_all = images[order].astype(np.float32) / 255.0
     y_all = labels[order].astype(np.int32)
     apply = jax.jit(model.apply)

@@ -97,7 +97,7 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
     Image folders are read in a fixed pseudo-random order (``seed``) so that the first
     ``num_examples`` images cover every class; tfds splits in their own order.
     """
-    from hbjax.data import DataError, ImageFolder, Preprocess
+    from hbjax.data import DataError, ImageFolder, Preprocess, seeded_order
 
     source = cfg.get("source", "folder")
     preprocess = Preprocess(cfg.get("preprocess", "cifar"))
@@ -118,7 +118,7 @@ def open_data(cfg: Mapping, *, num_examples: int | None, batch_size: int, seed: 
             )
         except DataError as e:
             raise ConfigError(str(e)) from None
-        order = np.random.default_rng(seed).permutation(len(folder))
+        order = seeded_order(len(folder), seed)
         if num_examples is not None:
             order = order[:num_examples]
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
