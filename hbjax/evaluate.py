@@ -24,14 +24,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from hbjax.errors import ConfigError, HbjaxError, RunDirError
-from hbjax.experiment import schema, store
+from hbjax.experiment import replay, schema, store
 from hbjax.experiment.compose import (
     build_components,
     check_model_fits_data,
     load_model,
     open_data,
 )
-from hbjax.experiment.protocol import column_names, evaluate_batch
+from hbjax.experiment.protocol import (
+    Replayed,
+    adversarials_of,
+    attack_and_clean,
+    batch_columns,
+    batch_keys,
+    column_names,
+)
 from hbjax.experiment.sharding import batch_sharding, shard_batch
 from hbjax.experiment.summary import summarize
 
@@ -85,16 +92,20 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     model = load_model(cfg.model)
     check_model_fits_data(model, data)
     components = build_components(OmegaConf.to_container(cfg, resolve=True), model)
+    done = store.finished_batches(run_dir)
+    source = None
+    if cfg.get("adversarials_from"):
+        pending = set(range(data.num_batches)) - done
+        source = replay.open_source(str(cfg.adversarials_from), identity, run_dir, pending)
     store.atomic_write_json(id_path, identity)
 
     sharding = batch_sharding()
-    done = store.finished_batches(run_dir)
     key = jax.random.key(cfg.seed)
     bar = tqdm(total=data.num_batches, initial=len(done), desc="batches", disable=not cfg.progress)
     running: dict[str, list] = {}
     stop_after = cfg.get("stop_after_batches")
     try:
-        count = _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after)
+        count = _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after, source)
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(len(store.finished_batches(run_dir)) - len(done), run_dir) from None
@@ -112,15 +123,26 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     summary["class_names"] = data.class_names
     summary["wall_seconds_this_run"] = time.time() - t_start
     summary["devices"] = [str(d) for d in jax.local_devices()]
+    summary["adversarials_from"] = os.path.abspath(source.run_dir) if source is not None else None
     store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
     if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
-        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows)
+        save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows, source)
     return summary
 
 
-def _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after) -> int | None:
-    """Evaluates every unfinished batch, one part file each; the count of new batches when
-    ``stop_after_batches`` stopped the run, else None."""
+def _replayed(source: replay.ReplaySource, sharding, b: int, ids: list[str], x: np.ndarray) -> Replayed:
+    """Batch ``b`` of the saved adversarial examples, placed like the batch's images."""
+    saved = source.load(b, ids, x.shape[1:])
+    arrays, _ = shard_batch(sharding, saved.x_adv, saved.success, saved.model_calls, saved.targets)
+    return Replayed(*arrays)
+
+
+def _run_batches(
+    cfg, run_dir, data, components, sharding, done, key, bar, running, stop_after, source=None
+) -> int | None:
+    """Evaluates every unfinished batch, one part file each (and its adversarial examples with
+    ``save_adversarials``); the count of new batches when ``stop_after_batches`` stopped the run,
+    else None."""
     for count, (b, x, labels, ids) in enumerate(data.iterate(done)):
         if stop_after is not None and count >= stop_after:
             bar.close()
@@ -132,8 +154,14 @@ def _run_batches(cfg, run_dir, data, components, sharding, done, key, bar, runni
             bar.update(1)
             continue
         (xs, ys), n = shard_batch(sharding, x, labels)
-        cols = evaluate_batch(components, xs, ys, jax.random.fold_in(key, b))
+        keys = batch_keys(jax.random.fold_in(key, b))
+        replayed = _replayed(source, sharding, b, ids, x) if source is not None else None
+        attacked = attack_and_clean(components, xs, ys, keys, replayed)
+        cols = batch_columns(components, xs, ys, keys, attacked)
         cols = {k: v[:n] for k, v in cols.items()}
+        if cfg.get("save_adversarials"):  # before the part: a finished batch has its adversarials
+            adv = adversarials_of(attacked, xs.shape[0])
+            replay.save(run_dir, b, ids, *(np.asarray(a)[:n] for a in adv))
         rows = {"id": ids, "batch": [b] * n, **cols}
         store.atomic_write_text(store.part_path(run_dir, b), store.rows_to_csv(rows))
         for k in ("benign_correct", "attack_success", "top1_adv", "top1_cleaned", "top1_control"):
@@ -171,23 +199,30 @@ def panel_positions(rows: Mapping[str, list], count: int, batch: int = 0) -> lis
 
 
 def save_panels(
-    cfg: DictConfig, model, data, components, run_dir: str, count: int, rows: Mapping[str, list]
-) -> None:
+    cfg: DictConfig, model, data, components, run_dir: str, count: int, rows: Mapping[str, list],
+    source: replay.ReplaySource | None = None,
+) -> None:  # fmt: skip
     """Benign, adversarial, blurred, mask and cleaned images of ``count`` examples of the first batch
     with readable images (the first successful adversarial examples, see :func:`panel_positions`),
-    recomputed with that batch's key, for the Figure 3 panels of ``hbjax-report``."""
+    recomputed with that batch's key (the adversarial examples read from ``source`` when the run
+    replays them), for the Figure 3 panels of ``hbjax-report``."""
     from hbjax.experiment.panels import panel_arrays
 
     first = min(int(b) for b in rows["batch"])
-    for _, x, labels, _ in data.iterate(set(range(data.num_batches)) - {first}):
+    for _, x, labels, ids in data.iterate(set(range(data.num_batches)) - {first}):
         break
     else:
         return
     positions = np.asarray(panel_positions(rows, count, first), int)
     if not len(positions) or len(x) == 0:
         return
+    replayed = None
+    if source is not None:
+        saved = source.load(first, ids, x.shape[1:])
+        replayed = Replayed(*(np.asarray(a)[positions] for a in (saved.x_adv, saved.success, saved.model_calls, saved.targets)))
     x, labels = x[positions], labels[positions]
-    arrays = panel_arrays(cfg, model, components, x, labels, jax.random.fold_in(jax.random.key(cfg.seed), first))
+    key = jax.random.fold_in(jax.random.key(cfg.seed), first)
+    arrays = panel_arrays(cfg, model, components, x, labels, key, replayed)
     arrays["class_names"] = np.asarray(data.class_names)
     path = os.path.join(run_dir, "panels.npz")
     tmp = path + ".tmp.npz"

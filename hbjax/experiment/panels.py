@@ -7,15 +7,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hbjax.experiment.protocol import Components, attack_and_clean, batch_keys
+from hbjax.experiment.protocol import Components, Replayed, attack_and_clean, batch_keys
 
 
-def panel_arrays(cfg, model, c: Components, x: np.ndarray, labels: np.ndarray, key: jax.Array) -> dict:
-    """Recomputes the protocol's attack and cleaning for (x, labels) with the batch key (the same
-    steps and keys as :func:`hbjax.experiment.protocol.evaluate_batch`) and keeps the images."""
+def panel_arrays(
+    cfg, model, c: Components, x: np.ndarray, labels: np.ndarray, key: jax.Array, replay: Replayed | None = None
+) -> dict:
+    """Recomputes the protocol's attack (or reads its ``replay``) and cleaning for (x, labels) with
+    the batch key (the same steps and keys as :func:`hbjax.experiment.protocol.evaluate_batch`) and
+    keeps the images."""
     x = jnp.asarray(x)
     labels = jnp.asarray(labels)
-    logits_b, _, _, x_adv, cleaned = attack_and_clean(c, x, labels, batch_keys(key))
+    logits_b, _, _, x_adv, cleaned = attack_and_clean(c, x, labels, batch_keys(key), replay)
     out = {
         "x": x, "x_adv": x_adv, "x_blurred": cleaned.blurred, "x_cleaned": cleaned.image,
         "mask": cleaned.mask, "heatmap": cleaned.heatmap, "labels": labels,

@@ -80,19 +80,53 @@ class Attacked(NamedTuple):
     cleaned: Any
 
 
-def attack_and_clean(c: Components, x: jax.Array, labels: jax.Array, keys: BatchKeys) -> Attacked:
+class Replayed(NamedTuple):
+    """An attack's outcome read back from a run that saved it (:mod:`hbjax.experiment.replay`), in
+    place of running the attack: the fields of an AttackResult the protocol reads, and the targets
+    (-1 when untargeted)."""
+
+    x_adv: jax.Array
+    success: jax.Array
+    model_calls: jax.Array
+    targets: jax.Array
+
+
+def attack_and_clean(
+    c: Components, x: jax.Array, labels: jax.Array, keys: BatchKeys, replay: Replayed | None = None
+) -> Attacked:
+    """The attack (or its ``replay``) and Heat and Blur on its adversarial examples."""
     logits_b = c.forward(x)
-    targets = choose_targets(logits_b, labels, keys.target, c.target_mode) if c.targeted else None
-    result = c.attack(x, labels, keys.attack, targets)
+    if replay is None:
+        targets = choose_targets(logits_b, labels, keys.target, c.target_mode) if c.targeted else None
+        result = c.attack(x, labels, keys.attack, targets)
+    else:
+        targets = replay.targets if c.targeted else None
+        result = replay
     x_adv = jnp.clip(result.x_adv, 0.0, 1.0)
     cleaned = c.clean(x_adv, keys.clean_adv)  # its first forward gives the adversarial logits
     return Attacked(logits_b, targets, result, x_adv, cleaned)
 
 
-def evaluate_batch(c: Components, x: jax.Array, labels: jax.Array, key: jax.Array) -> dict[str, np.ndarray]:
+def evaluate_batch(
+    c: Components, x: jax.Array, labels: jax.Array, key: jax.Array, replay: Replayed | None = None
+) -> dict[str, np.ndarray]:
     """Per-example columns for one batch (numpy arrays of length B), in the order of :func:`column_names`."""
     keys = batch_keys(key)
-    logits_b, targets, result, x_adv, cleaned = attack_and_clean(c, x, labels, keys)
+    return batch_columns(c, x, labels, keys, attack_and_clean(c, x, labels, keys, replay))
+
+
+def adversarials_of(attacked: Attacked, batch_size: int) -> Replayed:
+    """What a run saves of its attack (``save_adversarials``) for another to replay."""
+    calls = jnp.broadcast_to(jnp.asarray(getattr(attacked.result, "model_calls", 0)), (batch_size,))
+    targets = attacked.targets if attacked.targets is not None else jnp.full((batch_size,), -1, jnp.int32)
+    return Replayed(attacked.x_adv, attacked.result.success, calls, targets)
+
+
+def batch_columns(
+    c: Components, x: jax.Array, labels: jax.Array, keys: BatchKeys, attacked: Attacked
+) -> dict[str, np.ndarray]:
+    """The columns of :func:`evaluate_batch` from a batch's attack half."""
+    logits_b, targets, result, x_adv, cleaned = attacked
     pred_b = jnp.argmax(logits_b, -1)
     logits_adv = cleaned.logits
     pred_adv = jnp.argmax(logits_adv, -1)

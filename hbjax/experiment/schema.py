@@ -134,6 +134,8 @@ SCHEMA: dict[str, Any] = {
     "num_panels": integer(0),
     "progress": boolean(),
     "stop_after_batches": integer(1, nullable=True),
+    "save_adversarials": boolean(),
+    "adversarials_from": text(nullable=True),
     "model": {"source": text(), "name": text(), "arch": text(nullable=True)},
     "data": {
         "source": text(), "name": text(nullable=True), "root": text(nullable=True), "split": text(nullable=True),
