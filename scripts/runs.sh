@@ -3,6 +3,8 @@
 # a failed run reported at the end without stopping the others.
 #
 #   run NAME ARGS...       one hbjax-evaluate (ARGS: its overrides), logged to $RUN_LOGS/NAME.log
+#   in_turn FUNCTION       a function of run_now calls (run's arguments) as one job: its runs one
+#                          after another, in turn with the others (a run that reads another's output)
 #   finish_runs            wait for every run; exit status 1 if any failed
 
 RUN_LOGS="${RUN_LOGS:-${out:?out must be set before sourcing runs.sh}/logs}"
@@ -26,17 +28,22 @@ _run_one() {
   else
     echo "== ${name}: FAILED after $((SECONDS - start)) s (see ${log})"
     echo "${name}" >>"${_failed_file}"
+    return 1
   fi
 }
 
-run() {
+run_now() { _run_one "$@"; }
+
+in_turn() {
   if (( _jobs_max > 1 )); then
     while (( $(jobs -rp | wc -l) >= _jobs_max )); do wait -n || true; done
-    _run_one "$@" &
+    "$@" &
   else
-    _run_one "$@"
+    "$@"
   fi
 }
+
+run() { in_turn _run_one "$@"; }
 
 finish_runs() {
   wait
