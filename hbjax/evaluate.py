@@ -10,6 +10,7 @@ same directory resumes after the last one), ``examples.csv`` (one row per image)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +53,19 @@ def config_dir() -> str:
 def _experiment_identity(cfg: DictConfig) -> dict:
     """The config keys that determine the results (a resumed run must match them)."""
     keys = ("model", "data", "attack", "defense", "lrp", "metrics", "seed", "num_examples", "batch_size")
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
+    identity = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
+    if cfg.get("matmul_precision") is not None:  # absent when unset: runs made before the key resume
+        identity["matmul_precision"] = cfg.matmul_precision
+    return identity
+
+
+def matmul_precision(cfg: DictConfig) -> contextlib.AbstractContextManager:
+    """The scope of ``matmul_precision``: JAX's precision of float32 matrix products and
+    convolutions (``highest``: full float32; JAX's default computes them in TF32 on recent NVIDIA
+    GPUs, which may move an adversarial example that sits on the decision boundary across it when
+    it is classified again). No effect on the CPU, which computes in float32 either way."""
+    value = cfg.get("matmul_precision")
+    return contextlib.nullcontext() if value is None else jax.default_matmul_precision(str(value))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -70,8 +83,13 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     and the run directory (:func:`hbjax.experiment.store.check_run_dir`). Ctrl-C raises
     :class:`Interrupted`; the finished batches' parts stay for the resumed run.
     """
-    t_start = time.time()
     schema.validate(cfg)
+    with matmul_precision(cfg):
+        return _run_experiment(cfg, run_dir)
+
+
+def _run_experiment(cfg: DictConfig, run_dir: str) -> dict:
+    t_start = time.time()
     store.check_run_dir(run_dir)
     identity = _experiment_identity(cfg)
     id_path = os.path.join(run_dir, "experiment.json")
@@ -123,6 +141,7 @@ def run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     summary["class_names"] = data.class_names
     summary["wall_seconds_this_run"] = time.time() - t_start
     summary["devices"] = [str(d) for d in jax.local_devices()]
+    summary["matmul_precision"] = jax.config.jax_default_matmul_precision or "default"
     summary["adversarials_from"] = os.path.abspath(source.run_dir) if source is not None else None
     store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
     if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):

@@ -105,6 +105,24 @@ def test_sharding_over_four_devices_gives_the_same_results(full_run, cifar10_sam
             assert a[name] == b[name], name
 
 
+def test_full_float32_products_are_recorded_and_change_nothing_on_the_cpu(full_run, cifar10_sample, tmp_path):
+    import jax
+    from omegaconf import OmegaConf
+
+    from hbjax.evaluate import matmul_precision
+
+    cfg = OmegaConf.create({"matmul_precision": "highest"})
+    with matmul_precision(cfg):
+        assert jax.config.jax_default_matmul_precision == "highest"
+    assert jax.config.jax_default_matmul_precision is None  # a scope, not a global setting
+    _evaluate([*SMOKE, *_data_override(cifar10_sample), "matmul_precision=highest", f"hydra.run.dir={tmp_path}"])
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["matmul_precision"] == "highest" and summary["config"]["matmul_precision"] == "highest"
+    assert "matmul_precision" not in json.loads((full_run / "results.json").read_text())["config"]
+    assert json.loads((full_run / "results.json").read_text())["matmul_precision"] == "default"
+    assert store.read_csv(str(full_run / "examples.csv")) == store.read_csv(str(tmp_path / "examples.csv"))
+
+
 def test_sigma_sweep_and_report(cifar10_sample, tmp_path):
     sweep = tmp_path / "sweep"
     _evaluate(["-m", *SMOKE, *_data_override(cifar10_sample), "num_examples=4", "defense.sigma=0.8,1.5",

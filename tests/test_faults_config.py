@@ -38,6 +38,8 @@ BAD = [
     (["num_panels=-1"], "num_panels=-1: expected an integer >= 0"),
     (["progress=maybe"], "progress='maybe': expected true or false"),
     (["stop_after_batches=0"], "stop_after_batches=0: expected an integer >= 1, or null"),
+    (["matmul_precision=fast"], "matmul_precision='fast': expected one of ['default', 'high', 'highest'], or null"),
+    (["save_adversarials=maybe"], "save_adversarials='maybe': expected true or false"),
     (["defense.sigma=abc"], "defense.sigma='abc': expected a number > 0 or a pair"),
     (["defense.sigma=0"], "defense.sigma=0: expected a number > 0"),
     (["defense.sigma=[1.2,0.8]"], "defense.sigma=[1.2, 0.8]: expected a number > 0 or a pair [low, high]"),

@@ -27,7 +27,7 @@ from hbjax.errors import ConfigError, RunDirError
 from hbjax.experiment import store
 
 # the identity keys (hbjax.evaluate) that determine the attack's output, batch by batch
-ATTACK_IDENTITY_KEYS = ("model", "data", "attack", "seed", "num_examples", "batch_size")
+ATTACK_IDENTITY_KEYS = ("model", "data", "attack", "seed", "num_examples", "batch_size", "matmul_precision")
 ARRAYS = ("ids", "x_adv", "success", "model_calls", "targets")
 
 

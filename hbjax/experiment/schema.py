@@ -134,6 +134,7 @@ SCHEMA: dict[str, Any] = {
     "num_panels": integer(0),
     "progress": boolean(),
     "stop_after_batches": integer(1, nullable=True),
+    "matmul_precision": choice("default", "high", "highest", nullable=True),
     "save_adversarials": boolean(),
     "adversarials_from": text(nullable=True),
     "model": {"source": text(), "name": text(), "arch": text(nullable=True)},
