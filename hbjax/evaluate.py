@@ -142,7 +142,8 @@ def _run_experiment(cfg: DictConfig, run_dir: str) -> dict:
     summary["wall_seconds_this_run"] = time.time() - t_start
     summary["devices"] = [str(d) for d in jax.local_devices()]
     summary["matmul_precision"] = jax.config.jax_default_matmul_precision or "default"
-    summary["adversarials_from"] = os.path.abspath(source.run_dir) if source is not None else None
+    # batch -> the run whose saved adversarial examples it evaluated (empty: the attack ran on all)
+    summary["adversarials_from"] = replay.replayed_batches(run_dir, range(data.num_batches))
     store.atomic_write_json(os.path.join(run_dir, "results.json"), summary)
     if cfg.num_panels and not os.path.exists(os.path.join(run_dir, "panels.npz")):
         save_panels(cfg, model, data, components, run_dir, int(cfg.num_panels), rows, source)
@@ -181,6 +182,7 @@ def _run_batches(
         if cfg.get("save_adversarials"):  # before the part: a finished batch has its adversarials
             adv = adversarials_of(attacked, xs.shape[0])
             replay.save(run_dir, b, ids, *(np.asarray(a)[:n] for a in adv))
+        replay.mark_replayed(run_dir, b, source)  # or clears a mark of an earlier computation of b
         rows = {"id": ids, "batch": [b] * n, **cols}
         store.atomic_write_text(store.part_path(run_dir, b), store.rows_to_csv(rows))
         for k in ("benign_correct", "attack_success", "top1_adv", "top1_cleaned", "top1_control"):

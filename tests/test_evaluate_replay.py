@@ -59,9 +59,16 @@ def test_replay_at_another_sigma_equals_recomputing_the_attack(source, cifar10_s
     sigmas = store.read_csv(str(source / "examples.csv"))["sigma_cleaned"]
     assert {float(s) for s in replayed["sigma_cleaned"]} == {1.5} != {float(s) for s in sigmas}
     summary = json.loads((tmp_path / "replayed" / "results.json").read_text())
-    assert summary["adversarials_from"] == os.path.abspath(source)
+    assert summary["adversarials_from"] == {"0": os.path.abspath(source), "1": os.path.abspath(source)}
+    assert json.loads((tmp_path / "fresh" / "results.json").read_text())["adversarials_from"] == {}
     with np.load(tmp_path / "replayed" / "panels.npz") as a, np.load(tmp_path / "fresh" / "panels.npz") as b:
         np.testing.assert_array_equal(a["x_adv"][0], b["x_adv"][0])
+    # batch 1 recomputed with the attack: the record says so, and the results are the same
+    os.remove(store.part_path(str(tmp_path / "replayed"), 1))
+    _evaluate([*BASE, data, "defense.sigma=1.5", f"hydra.run.dir={tmp_path / 'replayed'}"])
+    summary = json.loads((tmp_path / "replayed" / "results.json").read_text())
+    assert summary["adversarials_from"] == {"0": os.path.abspath(source)}
+    assert store.read_csv(str(tmp_path / "replayed" / "examples.csv")) == fresh
 
 
 def test_the_replayed_batches_do_not_run_the_attack(source, cifar10_sample):

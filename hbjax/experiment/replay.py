@@ -35,6 +35,33 @@ def adversarials_path(run_dir: str, batch_index: int) -> str:
     return os.path.join(run_dir, store.PARTS, f"batch_{batch_index:06d}.adv.npz")
 
 
+def replayed_marker_path(run_dir: str, batch_index: int) -> str:
+    """The file that records, in a replaying run, which run a batch's adversarial examples came from."""
+    return os.path.join(run_dir, store.PARTS, f"batch_{batch_index:06d}.replayed_from")
+
+
+def mark_replayed(run_dir: str, batch_index: int, source: ReplaySource | None) -> None:
+    """Records that batch ``batch_index`` evaluated ``source``'s adversarial examples, or (None)
+    that it ran the attack, removing a record of an earlier computation of the batch."""
+    path = replayed_marker_path(run_dir, batch_index)
+    if source is not None:
+        store.atomic_write_text(path, os.path.abspath(source.run_dir) + "\n")
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def replayed_batches(run_dir: str, batches: Iterable[int]) -> dict[str, str]:
+    """Batch index -> the run whose adversarial examples the batch evaluated, for the batches of
+    ``run_dir`` that replayed them (empty when it ran its attack on every batch)."""
+    out = {}
+    for b in sorted(batches):
+        path = replayed_marker_path(run_dir, b)
+        if os.path.exists(path):
+            with open(path) as f:
+                out[str(b)] = f.read().strip()
+    return out
+
+
 def depends_on_defense(attack_cfg: Mapping[str, Any]) -> bool:
     """True for the attacks whose adversarial examples change with the defense's settings: the
     adaptive ones (registry ``needs_model``) and any attack of the defended classifier."""
