@@ -3,8 +3,8 @@
 ``save_adversarials=true`` writes, beside each batch's part, ``parts/batch_NNNNNN.adv.npz``: the
 attack's adversarial images (clipped to [0, 1]), its success flags, model calls and targets, and
 the ids of the images. ``adversarials_from=DIR`` reads them back in place of running the attack,
-so that a sweep over the defense (the paper's Figure 4: sigma; the coverage of the mask) evaluates
-every setting on the same adversarial examples and pays for the attack once. The result is the run
+so that a sweep over the defense (the paper's Figure 4: sigma; the heatmap's binarisation) or the
+metrics evaluates every setting on the same adversarial examples and pays for the attack once. The result is the run
 that would have recomputed the attack: the attack is a function of the model, the images, its own
 settings and the batch key only.
 
