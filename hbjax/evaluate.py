@@ -152,8 +152,7 @@ def _run_experiment(cfg: DictConfig, run_dir: str) -> dict:
 
 def _replayed(source: replay.ReplaySource, sharding, b: int, ids: list[str], x: np.ndarray) -> Replayed:
     """Batch ``b`` of the saved adversarial examples, placed like the batch's images."""
-    saved = source.load(b, ids, x.shape[1:])
-    arrays, _ = shard_batch(sharding, saved.x_adv, saved.success, saved.model_calls, saved.targets)
+    arrays, _ = shard_batch(sharding, *source.load(b, ids, x.shape[1:]))
     return Replayed(*arrays)
 
 
@@ -181,7 +180,7 @@ def _run_batches(
         cols = {k: v[:n] for k, v in cols.items()}
         if cfg.get("save_adversarials"):  # before the part: a finished batch has its adversarials
             adv = adversarials_of(attacked, xs.shape[0])
-            replay.save(run_dir, b, ids, *(np.asarray(a)[:n] for a in adv))
+            replay.save(run_dir, b, ids, Replayed(*(np.asarray(a)[:n] for a in adv)))
         replay.mark_replayed(run_dir, b, source)  # or clears a mark of an earlier computation of b
         rows = {"id": ids, "batch": [b] * n, **cols}
         store.atomic_write_text(store.part_path(run_dir, b), store.rows_to_csv(rows))
@@ -239,20 +238,12 @@ def save_panels(
         return
     replayed = None
     if source is not None:
-        saved = source.load(first, ids, x.shape[1:])
-        replayed = Replayed(*(np.asarray(a)[positions] for a in (saved.x_adv, saved.success, saved.model_calls, saved.targets)))
+        replayed = Replayed(*(a[positions] for a in source.load(first, ids, x.shape[1:])))
     x, labels = x[positions], labels[positions]
     key = jax.random.fold_in(jax.random.key(cfg.seed), first)
     arrays = panel_arrays(cfg, model, components, x, labels, key, replayed)
     arrays["class_names"] = np.asarray(data.class_names)
-    path = os.path.join(run_dir, "panels.npz")
-    tmp = path + ".tmp.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    store.atomic_write_npz(os.path.join(run_dir, "panels.npz"), arrays, compressed=True)
 
 
 # jax logs at INFO that it found no TPU; Hydra's logging configuration would print it on every run

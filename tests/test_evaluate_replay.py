@@ -4,7 +4,6 @@ run, and every mismatch between the two runs is a one-line error before any work
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -126,7 +125,7 @@ def test_a_damaged_or_foreign_file_is_named_when_read(source, tmp_path):
     with pytest.raises(RunDirError, match="other images"):
         target_save(tmp_path, list(reversed(ids)), good)
         target.load(0, ids, (32, 32, 3))
-    target_save(tmp_path, ids, dataclasses.replace(good, x_adv=good.x_adv * 2.0 + 0.5))
+    target_save(tmp_path, ids, good._replace(x_adv=good.x_adv * 2.0 + 0.5))
     with pytest.raises(RunDirError, match=r"outside \[0, 1\]"):
         target.load(0, ids, (32, 32, 3))
     with pytest.raises(RunDirError, match="expected float32"):
@@ -142,5 +141,5 @@ def test_a_damaged_or_foreign_file_is_named_when_read(source, tmp_path):
         target.load(0, ids, (32, 32, 3))
 
 
-def target_save(run_dir, ids, saved: replay.Saved) -> None:
-    replay.save(str(run_dir), 0, ids, saved.x_adv, saved.success, saved.model_calls, saved.targets)
+def target_save(run_dir, ids, saved) -> None:
+    replay.save(str(run_dir), 0, ids, saved)

@@ -25,6 +25,7 @@ import numpy as np
 
 from hbjax.errors import ConfigError, RunDirError
 from hbjax.experiment import store
+from hbjax.experiment.protocol import Replayed
 
 # the identity keys (hbjax.evaluate) that determine the attack's output, batch by batch
 ATTACK_IDENTITY_KEYS = ("model", "data", "attack", "seed", "num_examples", "batch_size", "matmul_precision")
@@ -75,37 +76,14 @@ def depends_on_defense(attack_cfg: Mapping[str, Any]) -> bool:
         raise ConfigError(f"attack.name: {e}") from None
 
 
-def save(
-    run_dir: str, batch_index: int, ids: Sequence[str], x_adv: np.ndarray, success: np.ndarray,
-    model_calls: np.ndarray, targets: np.ndarray,
-) -> None:  # fmt: skip
-    """Writes one batch's adversarial examples atomically (a temporary file, then ``os.replace``)."""
-    path = adversarials_path(run_dir, batch_index)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    arrays = {
-        "ids": np.asarray(list(ids), dtype=str), "x_adv": np.asarray(x_adv, np.float32),
-        "success": np.asarray(success, bool), "model_calls": np.asarray(model_calls, np.int64),
-        "targets": np.asarray(targets, np.int32),
-    }  # fmt: skip
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, store.umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-@dataclasses.dataclass(frozen=True)
-class Saved:
-    """One batch's saved attack outcome, as numpy arrays of the batch's length."""
-
-    x_adv: np.ndarray
-    success: np.ndarray
-    model_calls: np.ndarray
-    targets: np.ndarray
+def save(run_dir: str, batch_index: int, ids: Sequence[str], adversarials: Replayed) -> None:
+    """Writes one batch's adversarial examples (numpy arrays of the batch's length) atomically."""
+    a = adversarials
+    store.atomic_write_npz(adversarials_path(run_dir, batch_index), {
+        "ids": np.asarray(list(ids), dtype=str), "x_adv": np.asarray(a.x_adv, np.float32),
+        "success": np.asarray(a.success, bool), "model_calls": np.asarray(a.model_calls, np.int64),
+        "targets": np.asarray(a.targets, np.int32),
+    })  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +92,8 @@ class ReplaySource:
 
     run_dir: str
 
-    def load(self, batch_index: int, ids: Sequence[str], image_shape: tuple[int, ...]) -> Saved:
-        """The saved arrays of batch ``batch_index``, checked against this run's batch: the same
+    def load(self, batch_index: int, ids: Sequence[str], image_shape: tuple[int, ...]) -> Replayed:
+        """The saved arrays of batch ``batch_index`` (numpy), checked against this run's batch: the same
         image ids in the same order, images of ``image_shape``, finite values in [0, 1]."""
         path = adversarials_path(self.run_dir, batch_index)
         redo = (f"delete {store.part_path(self.run_dir, batch_index)} and run that run again with "
@@ -147,7 +125,7 @@ class ReplaySource:
         for k in ("success", "model_calls", "targets"):
             if arrays[k].shape != (n,):
                 raise RunDirError(f"adversarials_from: {path}: {k} has shape {list(arrays[k].shape)}, expected [{n}]; {redo}")
-        return Saved(x_adv, arrays["success"], arrays["model_calls"], arrays["targets"])
+        return Replayed(x_adv, arrays["success"], arrays["model_calls"], arrays["targets"])
 
 
 def open_source(

@@ -41,6 +41,23 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def atomic_write_npz(path: str, arrays: Mapping[str, Any], *, compressed: bool = False) -> None:
+    """Writes numpy arrays as ``.npz`` to path through a temporary file and ``os.replace``, with
+    the permissions of an ordinary new file (as :func:`atomic_write_text`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+    try:
+        os.fchmod(fd, umask_mode())
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
